@@ -1,0 +1,5 @@
+"""LightningModules, one per training stage."""
+
+from nas_bert.lit.supernet import SupernetDistillation
+
+__all__ = ["SupernetDistillation"]

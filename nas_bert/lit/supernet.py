@@ -1,0 +1,148 @@
+"""`SupernetDistillation`: block-wise knowledge distillation of a NAS-BERT supernet (stage 1).
+
+Each step runs the frozen teacher once (Y_0..Y_N), samples one path per block and trains
+block n to map Y_{n-1} to Y_n (masked MSE); the loss is the sum over blocks. Paths are drawn
+from a generator seeded by (seed, global step, micro-batch), so every DDP rank trains the
+same path and no gradients of different paths are ever averaged together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from nas_bert.arch import Arch, ArchitectureError
+from nas_bert.distill import masked_mse
+from nas_bert.space import SearchSpace
+from nas_bert.supernet import Supernet
+from nas_bert.teacher import Teacher
+
+Batch = dict[str, torch.Tensor]
+CHECKPOINT_KEY = "nas_bert"
+
+
+def weight_decay_groups(module: nn.Module) -> list[dict[str, Any]]:
+    """Two groups: matrices (decayed with the optimizer's weight_decay), biases and norms (not decayed)."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class SupernetDistillation(L.LightningModule):
+    """Trains a `Supernet` over `space` to reproduce the teacher's block outputs."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        teacher: Teacher,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        dropout: float = 0.0,
+        seed: int = 0,
+        reference_arch: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["space", "teacher", "optimizer", "scheduler"], logger=False)
+        if space.num_blocks != teacher.num_blocks:
+            raise ArchitectureError(
+                f"space has {space.num_blocks} blocks but the teacher was cut into {teacher.num_blocks}; "
+                f"set teacher.num_blocks: ${{space.num_blocks}}"
+            )
+        self.space = space
+        self.supernet = Supernet(space, teacher.hidden_size, dropout=dropout)
+        # Outside the module tree: not in state_dict, not wrapped by DDP, not switched to train().
+        object.__setattr__(self, "teacher", teacher)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.seed = seed
+        self.reference = space.validate(Arch.from_dict(reference_arch) if reference_arch else space.reference_arch())
+        # Candidate indices each block may sample from (None: all); progressive shrinking narrows them.
+        self.alive: list[np.ndarray] | None = None
+        self.last_arch: Arch | None = None  # the path trained by the latest step
+        self.flops_per_batch = 0  # analytic training FLOPs of the last step's path (read by ThroughputMonitor)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def teacher_states(self, batch: Batch) -> list[torch.Tensor]:
+        """Y_0..Y_N from the frozen teacher, each (B, T, D)."""
+        if self.teacher.device != batch["input_ids"].device:
+            self.teacher.to(batch["input_ids"].device)
+        return self.teacher(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+
+    def sample_arch(self, batch_idx: int) -> Arch:
+        """The path of this micro-batch: a pure function of (seed, global step, micro-batch index)."""
+        micro = batch_idx % max(1, self.trainer.accumulate_grad_batches) if self._trainer is not None else 0
+        rng = np.random.default_rng([self.seed, self.global_step, micro])
+        return self.supernet.sample(rng, self.alive)
+
+    def block_losses(self, batch: Batch, arch: Arch) -> list[torch.Tensor]:
+        """Masked MSE of every block of `arch` against the teacher's next state."""
+        states = self.teacher_states(batch)
+        mask = batch["attention_mask"]
+        preds = self.supernet(states[:-1], mask, arch)
+        return [masked_mse(pred, target, mask) for pred, target in zip(preds, states[1:])]
+
+    def _path_train_flops(self, arch: Arch, batch: Batch) -> int:
+        b, t = batch["input_ids"].shape
+        forward = sum(self.space.block_flops(block, t) for block in arch.blocks)
+        return 3 * b * forward  # forward + backward ~ 3x forward; teacher excluded
+
+    # -- Lightning hooks -----------------------------------------------------------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        arch = self.last_arch = self.sample_arch(batch_idx)
+        losses = self.block_losses(batch, arch)
+        loss = torch.stack(losses).sum()
+        self.flops_per_batch = self._path_train_flops(arch, batch)
+        self.log("train/loss", loss, prog_bar=True)
+        for n, mse in enumerate(losses):
+            self.log(f"train/block{n}_mse", mse)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        losses = self.block_losses(batch, self.reference)
+        self.log("val/loss", torch.stack(losses).sum(), prog_bar=True, sync_dist=True)
+        for n, mse in enumerate(losses):
+            self.log(f"val/block{n}_mse", mse, sync_dist=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(params=weight_decay_groups(self.supernet))
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer, num_training_steps=self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "space": self.space.to_dict(),
+            "teacher": self.teacher.name_or_path,
+            "teacher_hidden": self.teacher.hidden_size,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(CHECKPOINT_KEY)
+        if saved is None:
+            raise ArchitectureError("this checkpoint was not written by SupernetDistillation (no 'nas_bert' entry)")
+        check_same_space(SearchSpace.from_dict(saved["space"]), self.space, saved.get("teacher_hidden"),
+                         self.teacher.hidden_size)
+
+
+def check_same_space(saved: SearchSpace, current: SearchSpace, saved_width: int | None, width: int) -> None:
+    """Refuse a checkpoint trained over another space or for a teacher of another width."""
+    if saved != current:
+        diff = {k: (v, current.to_dict()[k]) for k, v in saved.to_dict().items() if v != current.to_dict()[k]}
+        raise ArchitectureError(
+            f"checkpoint space {saved.name!r} differs from the configured space {current.name!r} in "
+            f"{', '.join(f'{k}: {a} != {b}' for k, (a, b) in diff.items() if k != 'name')}; "
+            f"use the space the supernet was trained with (space={saved.name})"
+        )
+    if saved_width is not None and saved_width != width:
+        raise ArchitectureError(
+            f"checkpoint was trained for a teacher of width {saved_width}, the configured teacher has {width}"
+        )
+

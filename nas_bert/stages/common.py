@@ -1,0 +1,59 @@
+"""What every stage does around its Trainer: instantiate callbacks and loggers, save the config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+RESOLVED_CONFIG = "config.yaml"
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every `_target_` entry of a config group (callbacks, loggers); None entries are skipped."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def save_resolved_config(cfg: DictConfig, *dirs: str | Path) -> list[Path]:
+    """Write the fully resolved config (the run's recipe) into each directory."""
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    written = []
+    for d in dirs:
+        path = Path(d) / RESOLVED_CONFIG
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
+    """Send the resolved config to every logger (W&B shows it as the run config)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(container)
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    log_config(loggers, cfg)
+    return trainer
+
+
+def finish_loggers(trainer: L.Trainer) -> None:
+    """Close W&B runs so that multirun jobs do not write into each other."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            wandb.finish()

@@ -1,0 +1,1 @@
+"""Small helpers for the entry points (Hydra resolvers, instantiation, run bookkeeping)."""

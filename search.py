@@ -1,0 +1,25 @@
+"""NAS-BERT search: `python search.py` trains the supernet by block-wise distillation (stage 1).
+
+All settings come from conf/search.yaml and its groups; see README.md for common overrides.
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+import nas_bert  # noqa: E402,F401  (registers config resolvers)
+from nas_bert.stages.supernet import run_supernet  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="search")
+def main(cfg: DictConfig) -> float | None:
+    metrics = run_supernet(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

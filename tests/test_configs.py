@@ -1,0 +1,79 @@
+"""Every config composes, and every config that can run on a CPU-only machine instantiates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from nas_bert.space import SearchSpace
+from nas_bert.stages.common import instantiate_group
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def search_cfg(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("search", overrides=[f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache",
+                                            *overrides])
+
+
+def test_default_config_resolves(tmp_path):
+    cfg = search_cfg(tmp_path)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["teacher"]["num_blocks"] == resolved["space"]["num_blocks"] == 3
+    assert resolved["data"]["tokenizer"] == resolved["teacher"]["name_or_path"]
+    assert Path(resolved["data"]["train_files"]).is_file()
+
+
+@pytest.mark.parametrize("space", names("space"))
+def test_every_space_instantiates(tmp_path, space):
+    built = instantiate(search_cfg(tmp_path, f"space={space}").space)
+    assert isinstance(built, SearchSpace) and built.name == space
+    if space == "nas_bert":
+        assert built.num_candidates == 97_650
+
+
+@pytest.mark.parametrize("trainer", names("trainer"))
+def test_every_trainer_composes_and_cpu_ones_instantiate(tmp_path, trainer):
+    cfg = search_cfg(tmp_path, f"trainer={trainer}")
+    assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
+    if cfg.trainer.accelerator == "cpu":
+        built = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+        assert isinstance(built, L.Trainer) and built.num_devices == cfg.trainer.devices
+
+
+@pytest.mark.parametrize("experiment", names("experiment"))
+def test_every_experiment_composes(tmp_path, experiment):
+    cfg = search_cfg(tmp_path, f"experiment={experiment}")
+    OmegaConf.to_container(cfg, resolve=True)
+    assert cfg.teacher.name_or_path == "bert-base-uncased" and cfg.space.num_blocks == 4
+
+
+def test_callbacks_and_loggers_instantiate(tmp_path):
+    cfg = search_cfg(tmp_path)
+    callbacks, loggers = instantiate_group(cfg.callbacks), instantiate_group(cfg.logger)
+    assert {type(c).__name__ for c in callbacks} >= {"ModelCheckpoint", "LearningRateMonitor", "ThroughputMonitor"}
+    assert {type(lg).__name__ for lg in loggers} == {"CSVLogger", "WandbLogger"}
+
+
+@pytest.mark.parametrize("corpus", names("data/corpus"))
+def test_every_corpus_config_composes(tmp_path, corpus):
+    cfg = search_cfg(tmp_path, f"data/corpus={corpus}")
+    assert cfg.data._target_ == "nas_bert.data.CorpusDataModule"
+    if corpus == "wikitext2_sample":
+        assert instantiate(cfg.data).seq_len == 128
+
+
+def test_supernet_model_instantiates_with_a_local_teacher(tmp_path, tiny_teacher_dir):
+    cfg = search_cfg(tmp_path, "space=tiny", f"teacher.name_or_path={tiny_teacher_dir}")
+    model = instantiate(cfg.model)
+    assert model.supernet.teacher_hidden == 48 and model.space.name == "tiny"

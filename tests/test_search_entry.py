@@ -1,0 +1,56 @@
+"""`python search.py` end to end on a tiny teacher, and its errors on bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_search(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    cmd = [sys.executable, str(ROOT / "search.py"), f"hydra.run.dir={tmp_path / 'run'}",
+           f"paths.cache_dir={tmp_path / 'cache'}", *overrides]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_search_writes_checkpoint_logs_and_config(tmp_path, tiny_teacher_dir):
+    result = run_search(tmp_path, "debug=fast", "space=tiny", f"teacher.name_or_path={tiny_teacher_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert all(k.startswith("supernet.") for k in ckpt["state_dict"])  # no teacher weights
+    config = yaml.safe_load((run / "checkpoints" / "config.yaml").read_text())
+    assert config["teacher"]["name_or_path"] == str(tiny_teacher_dir) and config["space"]["name"] == "tiny"
+    assert "${" not in (run / "config.yaml").read_text()  # fully resolved
+    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    assert any(r.get("val/block2_mse") for r in rows) and any(r.get("train/loss") for r in rows)
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["initial"]) >= {"val/block0_mse", "val/block1_mse", "val/block2_mse"}
+    assert list((run / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("teacher.name_or_path=/no/such/teacher", "teacher path /no/such/teacher does not exist"),
+        ("space.num_blocks=4", "do not split evenly into 4 blocks"),
+        ("data.train_files=/no/such/corpus.txt", "/no/such/corpus.txt"),
+        ("space.ops=[mha,attention]", "unknown op 'attention'"),
+    ],
+)
+def test_bad_input_fails_with_a_clear_message(tmp_path, tiny_teacher_dir, override, message):
+    result = run_search(tmp_path, "debug=fast", "space=tiny", f"teacher.name_or_path={tiny_teacher_dir}", override)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
