@@ -35,6 +35,17 @@ def load_space(name: str) -> SearchSpace:
     return SearchSpace.from_dict(yaml.safe_load((CONF / f"{name}.yaml").read_text()))
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def make_step(model: torch.nn.Module, run_blocks, states, mask):
     """A closure doing one full training step of `model`."""
     optimizer = torch.optim.AdamW(weight_decay_groups(model), lr=1e-4)
@@ -99,7 +110,7 @@ def main() -> None:
                      "standalone_s": alone, "supernet_s": sup, "ratio": sup / alone})
 
     overhead = sum(r["supernet_s"] for r in rows) / sum(r["standalone_s"] for r in rows) - 1
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"space={args.space} teacher_width={args.teacher_width} batch={args.batch} seq_len={args.seq_len} "
           f"device={device_name} threads={torch.get_num_threads()} torch={torch.__version__}")
     print("| path params | standalone step (ms) | supernet step (ms) | ratio |")

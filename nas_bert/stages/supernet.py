@@ -40,8 +40,8 @@ def run_supernet(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir, output_dir / "checkpoints")
 
+    model = instantiate(cfg.model)  # first: a bad teacher is reported as such, not as a tokenizer error
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
     trainer = build_trainer(cfg)
     try:
         start = {}
