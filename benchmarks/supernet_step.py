@@ -8,6 +8,7 @@ overall overhead = sum(supernet medians) / sum(standalone medians) - 1.
 
     python benchmarks/supernet_step.py                       # MiniLM space, CPU
     python benchmarks/supernet_step.py --space nas_bert --teacher-width 768 --device cuda
+    python benchmarks/supernet_step.py --teacher <dir or hub id>   # also the teacher's share of a step
 """
 
 from __future__ import annotations
@@ -84,12 +85,19 @@ def main() -> None:
     parser.add_argument("--paths", type=int, default=8, help="sampled paths to measure")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per path and model (median)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--teacher", help="also time this teacher's forward (its width replaces --teacher-width)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     torch.manual_seed(0)
     space = load_space(args.space)
+    teacher = None
+    if args.teacher:
+        from nas_bert.teacher import Teacher
+
+        teacher = Teacher(args.teacher, space.num_blocks).to(device)
+        args.teacher_width = teacher.hidden_size
     supernet = Supernet(space, args.teacher_width).to(device)
     states = [torch.randn(args.batch, args.seq_len, args.teacher_width, device=device)
               for _ in range(space.num_blocks + 1)]  # Y_0..Y_N
@@ -110,6 +118,12 @@ def main() -> None:
                      "standalone_s": alone, "supernet_s": sup, "ratio": sup / alone})
 
     overhead = sum(r["supernet_s"] for r in rows) / sum(r["standalone_s"] for r in rows) - 1
+    teacher_share = None
+    if teacher is not None:
+        ids = torch.randint(1000, 20000, (args.batch, args.seq_len), device=device)
+        teacher_s = timed(lambda: teacher(ids, mask), device, args.repeats)
+        path_s = statistics.mean(r["supernet_s"] for r in rows)
+        teacher_share = teacher_s / (teacher_s + path_s)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"space={args.space} teacher_width={args.teacher_width} batch={args.batch} seq_len={args.seq_len} "
           f"device={device_name} threads={torch.get_num_threads()} torch={torch.__version__}")
@@ -119,9 +133,11 @@ def main() -> None:
         print(f"| {r['params'] / 1e6:.2f}M | {1e3 * r['standalone_s']:.1f} | {1e3 * r['supernet_s']:.1f} "
               f"| {r['ratio']:.3f} |")
     print(f"\nsupernet overhead over standalone (sum of medians): {100 * overhead:+.1f}%")
+    if teacher_share is not None:
+        print(f"teacher forward share of a full supernet step (teacher + mean path step): {100 * teacher_share:.0f}%")
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "device": device_name,
-                                         "overhead": overhead, "rows": rows}, indent=2))
+                                         "overhead": overhead, "teacher_share": teacher_share, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
