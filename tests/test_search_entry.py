@@ -16,9 +16,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_search(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+def run_search(tmp_path: Path, *overrides: str, script: str = "search.py") -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    cmd = [sys.executable, str(ROOT / "search.py"), f"hydra.run.dir={tmp_path / 'run'}",
+    cmd = [sys.executable, str(ROOT / script), f"hydra.run.dir={tmp_path / 'run'}",
            f"paths.cache_dir={tmp_path / 'cache'}", *overrides]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
@@ -32,12 +32,34 @@ def test_search_writes_checkpoint_logs_and_config(tmp_path, tiny_teacher_dir):
     assert all(k.startswith("supernet.") for k in ckpt["state_dict"])  # no teacher weights
     config = yaml.safe_load((run / "checkpoints" / "config.yaml").read_text())
     assert config["teacher"]["name_or_path"] == str(tiny_teacher_dir) and config["space"]["name"] == "tiny"
-    assert "${" not in (run / "config.yaml").read_text()  # fully resolved
+    text = (run / "config.yaml").read_text()
+    assert "output_dir: ${hydra:runtime.output_dir}" in text  # the run folder stays a variable ...
+    assert {line.split("${")[1].split("}")[0] for line in text.splitlines() if "${" in line} == {
+        "hydra:runtime.output_dir", "paths.output_dir"}  # ... and everything else is resolved
     rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
     assert any(r.get("val/block2_mse") for r in rows) and any(r.get("train/loss") for r in rows)
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["initial"]) >= {"val/block0_mse", "val/block1_mse", "val/block2_mse"}
     assert list((run / "wandb").glob("offline-run-*"))
+
+    # the saved recipe re-runs on its own, into a new folder
+    rerun = subprocess.run(
+        [sys.executable, str(ROOT / "search.py"), "--config-path", str(run), "--config-name", "config",
+         f"hydra.run.dir={tmp_path / 'rerun'}"],
+        cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"},
+        capture_output=True, text=True, timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert (tmp_path / "rerun" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_train_entry_point_fits_the_configured_module(tmp_path, tiny_teacher_dir):
+    result = run_search(tmp_path, "debug=fast", "space=tiny", f"teacher.name_or_path={tiny_teacher_dir}",
+                        script="train.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "run" / "config.yaml").read_text().startswith("task_name: train")
 
 
 @pytest.mark.slow

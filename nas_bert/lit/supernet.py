@@ -2,8 +2,9 @@
 
 Each step runs the frozen teacher once (Y_0..Y_N), samples one path per block and trains
 block n to map Y_{n-1} to Y_n (masked MSE); the loss is the sum over blocks. Paths are drawn
-from a generator seeded by (seed, global step, micro-batch), so every DDP rank trains the
-same path and no gradients of different paths are ever averaged together.
+from a generator seeded by (seed, global step) alone, so every DDP rank trains the
+same path, every micro-batch of an accumulated step trains the same path, and gradients of different
+paths are never added together.
 """
 
 from __future__ import annotations
@@ -75,10 +76,9 @@ class SupernetDistillation(L.LightningModule):
             self.teacher.to(batch["input_ids"].device)
         return self.teacher(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
 
-    def sample_arch(self, batch_idx: int) -> Arch:
-        """The path of this micro-batch: a pure function of (seed, global step, micro-batch index)."""
-        micro = batch_idx % max(1, self.trainer.accumulate_grad_batches) if self._trainer is not None else 0
-        rng = np.random.default_rng([self.seed, self.global_step, micro])
+    def sample_arch(self) -> Arch:
+        """The path of this optimizer step: a pure function of (seed, global step)."""
+        rng = np.random.default_rng([self.seed, self.global_step])
         return self.supernet.sample(rng, self.alive)
 
     def block_losses(self, batch: Batch, arch: Arch) -> list[torch.Tensor]:
@@ -95,11 +95,12 @@ class SupernetDistillation(L.LightningModule):
 
     # -- Lightning hooks -----------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        arch = self.last_arch = self.sample_arch(batch_idx)
+        arch = self.last_arch = self.sample_arch()
         losses = self.block_losses(batch, arch)
         loss = torch.stack(losses).sum()
         self.flops_per_batch = self._path_train_flops(arch, batch)
         self.log("train/loss", loss, prog_bar=True)
+        self.log("train/path_params", float(sum(self.space.block_params(b) for b in arch.blocks)))
         for n, mse in enumerate(losses):
             self.log(f"train/block{n}_mse", mse)
         return loss

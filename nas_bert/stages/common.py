@@ -24,8 +24,20 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 
 def save_resolved_config(cfg: DictConfig, *dirs: str | Path) -> list[Path]:
-    """Write the fully resolved config (the run's recipe) into each directory."""
-    text = OmegaConf.to_yaml(cfg, resolve=True)
+    """Write the fully resolved config (the run's recipe) into each directory.
+
+    Everything is resolved except the run folder: paths below it keep `${paths.output_dir}`,
+    so re-running the recipe (`--config-path <run dir> --config-name config`) writes a new run.
+    """
+    sentinel = "NAS_BERT_OUTPUT_DIR_PLACEHOLDER"
+    recipe = cfg.copy()
+    has_output_dir = "paths" in recipe and "output_dir" in recipe.paths
+    if has_output_dir:
+        recipe.paths.output_dir = sentinel
+    text = OmegaConf.to_yaml(OmegaConf.to_container(recipe, resolve=True))
+    if has_output_dir:
+        text = text.replace(f"output_dir: {sentinel}", "output_dir: ${hydra:runtime.output_dir}")
+        text = text.replace(sentinel, "${paths.output_dir}")
     written = []
     for d in dirs:
         path = Path(d) / RESOLVED_CONFIG

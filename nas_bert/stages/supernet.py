@@ -6,13 +6,12 @@ import json
 import logging
 from pathlib import Path
 
-import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from nas_bert.stages.common import build_trainer, finish_loggers, save_resolved_config
+from nas_bert.stages.common import finish_loggers
+from nas_bert.stages.fit import prepare
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +35,8 @@ def print_progress(rows: list[dict[str, float]]) -> None:
 
 def run_supernet(cfg: DictConfig) -> dict[str, float]:
     """Compose data, module and trainer from `cfg`, train, and return the final validation metrics."""
-    L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    save_resolved_config(cfg, output_dir, output_dir / "checkpoints")
-
-    model = instantiate(cfg.model)  # first: a bad teacher is reported as such, not as a tokenizer error
-    datamodule = instantiate(cfg.data)
-    trainer = build_trainer(cfg)
+    model, datamodule, trainer = prepare(cfg)
     try:
         start = {}
         if cfg.get("validate_before_training") and not cfg.get("ckpt_path"):

@@ -1,0 +1,34 @@
+"""The generic stage: fit the configured LightningModule on the configured data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from nas_bert.stages.common import build_trainer, finish_loggers, save_resolved_config
+
+
+def prepare(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
+    """Seed, save the recipe, and build module, data and trainer (the module first, so a bad
+    teacher is reported as such rather than as a tokenizer error)."""
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    save_resolved_config(cfg, output_dir, output_dir / "checkpoints")
+    model = instantiate(cfg.model)
+    datamodule = instantiate(cfg.data)
+    return model, datamodule, build_trainer(cfg)
+
+
+def run_fit(cfg: DictConfig) -> dict[str, float]:
+    """Fit (resuming from `ckpt_path` if set), optionally test, and return the last metrics."""
+    model, datamodule, trainer = prepare(cfg)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        if cfg.get("test_after_training"):
+            trainer.test(model, datamodule=datamodule)
+    finally:
+        finish_loggers(trainer)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
