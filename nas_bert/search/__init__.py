@@ -1,0 +1,1 @@
+"""Stage 2: progressive shrinking, latency and loss lookup tables, multi-budget model selection."""
