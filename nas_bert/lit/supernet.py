@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas_bert.arch import Arch, ArchitectureError
+from nas_bert.arch import Arch, ArchitectureError, BlockArch
 from nas_bert.distill import masked_mse
 from nas_bert.space import SearchSpace
 from nas_bert.supernet import Supernet
@@ -87,6 +87,34 @@ class SupernetDistillation(L.LightningModule):
         mask = batch["attention_mask"]
         preds = self.supernet(states[:-1], mask, arch)
         return [masked_mse(pred, target, mask) for pred, target in zip(preds, states[1:])]
+
+    @torch.no_grad()
+    def score_block(
+        self, n: int, block: BlockArch, states: list[list[torch.Tensor]], masks: list[torch.Tensor]
+    ) -> float:
+        """Mean block-n loss of one candidate over fixed batches (states[i] = Y_0..Y_N of batch i)."""
+        losses = [
+            masked_mse(self.supernet.forward_block(n, ys[n], mask, block), ys[n + 1], mask)
+            for ys, mask in zip(states, masks)
+        ]
+        return float(torch.stack(losses).mean())
+
+    @torch.no_grad()
+    def score_model(self, arch: Arch, states: list[list[torch.Tensor]], masks: list[torch.Tensor]) -> float:
+        """Whole-model loss: the path's blocks chained from Y_0, against the teacher's last state Y_N."""
+        losses = []
+        for ys, mask in zip(states, masks):
+            x = ys[0]
+            for n, block in enumerate(arch.blocks):
+                x = self.supernet.forward_block(n, x, mask, block)
+            losses.append(masked_mse(x, ys[-1], mask))
+        return float(torch.stack(losses).mean())
+
+    @torch.no_grad()
+    def reference_states(self, batches: list[Batch]) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
+        """Teacher states and masks of fixed batches, on this module's device (for scoring)."""
+        batches = [{k: v.to(self.device) for k, v in b.items()} for b in batches]
+        return [self.teacher_states(b) for b in batches], [b["attention_mask"] for b in batches]
 
     def _path_train_flops(self, arch: Arch, batch: Batch) -> int:
         b, t = batch["input_ids"].shape

@@ -1,0 +1,178 @@
+"""Progressive shrinking of the search space (NAS-BERT section 3), as a Lightning callback.
+
+Candidates of a block fall into B bins by parameters and by latency relative to the largest
+candidate; candidates whose two bins disagree are dropped. After `warmup_epochs`, at each epoch
+end, every bin of every block scores up to E of its alive candidates by block loss on K fixed
+validation batches and drops the worse half (never below m). Training samples only the alive
+candidates. When every bin holds at most m candidates, supernet training stops. The alive sets
+are saved in checkpoints and restored on resume.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+
+log = logging.getLogger(__name__)
+
+
+def assign_bins(params: np.ndarray, latency: np.ndarray, num_bins: int) -> np.ndarray:
+    """Bin of each candidate (0..B-1), or -1 where its parameter and latency bins disagree.
+
+    Bin b (1-based) holds x with (b-1)/B * max < x <= b/B * max, for params and latency alike.
+    """
+    def bin_of(x: np.ndarray) -> np.ndarray:
+        return np.clip(np.ceil(x / x.max() * num_bins - 1e-9), 1, num_bins).astype(np.int64)
+
+    by_params, by_latency = bin_of(params.astype(np.float64)), bin_of(latency.astype(np.float64))
+    return np.where(by_params == by_latency, by_params - 1, -1)
+
+
+def halve(alive: np.ndarray, scores: np.ndarray, chosen: np.ndarray, min_alive: int) -> np.ndarray:
+    """Drop the worse half of `chosen` (highest scores) from `alive`, keeping at least `min_alive`."""
+    n_drop = min(len(chosen) // 2, len(alive) - min_alive)
+    if n_drop <= 0:
+        return alive
+    order = np.lexsort((chosen, scores))  # by score, ties by index: deterministic
+    dropped = chosen[order[len(chosen) - n_drop:]]
+    return np.setdiff1d(alive, dropped)
+
+
+class ProgressiveShrinking(L.Callback):
+    """Shrinks every block's alive candidates bin by bin; stops supernet training when done.
+
+    Args:
+        num_bins: B, bins per block by parameters and latency.
+        candidates_per_bin: E, candidates scored per bin and round (all when fewer are alive).
+        eval_batches: K, validation batches each candidate is scored on (the same for all).
+        min_per_bin: m, candidates a bin keeps at the end.
+        warmup_epochs: epochs trained before the first round.
+        candidate_latency: predicted latency of every block candidate, shape (num_candidates,);
+            None falls back to FLOPs as the latency measure.
+        eval_batch_size: batch size of the scoring batches (default: the data's eval batch size).
+        seed: seeds which E candidates of a bin are scored in each round.
+    """
+
+    def __init__(self, num_bins: int = 10, candidates_per_bin: int = 2000, eval_batches: int = 5,
+                 min_per_bin: int = 10, warmup_epochs: int = 3, candidate_latency: np.ndarray | None = None,
+                 eval_batch_size: int | None = None, seed: int = 0) -> None:
+        if min(num_bins, candidates_per_bin, eval_batches, min_per_bin) < 1 or warmup_epochs < 0:
+            raise ValueError("num_bins, candidates_per_bin, eval_batches, min_per_bin must be >= 1, warmup >= 0")
+        if candidates_per_bin < 2:
+            raise ValueError("candidates_per_bin must be >= 2 to drop a worse half")
+        self.num_bins, self.candidates_per_bin, self.eval_batches = num_bins, candidates_per_bin, eval_batches
+        self.min_per_bin, self.warmup_epochs, self.seed = min_per_bin, warmup_epochs, seed
+        self.candidate_latency = None if candidate_latency is None else np.asarray(candidate_latency)
+        self.eval_batch_size = eval_batch_size
+        self.bins: np.ndarray | None = None  # (num_candidates,) bin per candidate, -1 dropped
+        self.alive: list[np.ndarray] | None = None  # per block, sorted candidate indices
+        self.rounds = 0
+        self.done = False
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"alive": None if self.alive is None else [a.tolist() for a in self.alive],
+                "rounds": self.rounds, "done": self.done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.alive = None if state["alive"] is None else [np.asarray(a, dtype=np.int64) for a in state["alive"]]
+        self.rounds, self.done = state["rounds"], state["done"]
+
+    def alive_per_bin(self) -> np.ndarray:
+        """Counts, shape (num_blocks, num_bins)."""
+        return np.stack([np.bincount(self.bins[a], minlength=self.num_bins) for a in self.alive])
+
+    def is_finished(self) -> bool:
+        return bool((self.alive_per_bin() <= self.min_per_bin).all())
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        space = pl_module.space
+        latency = self.candidate_latency
+        if latency is None:
+            latency = space.candidate_flops(128).astype(np.float64)
+        if latency.shape != (space.num_candidates,):
+            raise ValueError(
+                f"candidate_latency has shape {latency.shape}, the space {space.name!r} has "
+                f"{space.num_candidates} candidates per block: measure the latency table for this space"
+            )
+        self.bins = assign_bins(space.candidate_params, latency, self.num_bins)
+        if self.alive is None:
+            kept = np.flatnonzero(self.bins >= 0)
+            self.alive = [kept.copy() for _ in range(space.num_blocks)]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.alive = self.alive  # restored state included: training samples only alive candidates
+        if self.done:
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.done or trainer.current_epoch + 1 < self.warmup_epochs:
+            return
+        states, masks = pl_module.reference_states(self._scoring_batches(trainer))
+        rng = np.random.default_rng([self.seed, trainer.current_epoch])
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            for n in range(len(self.alive)):
+                all_scores = self._shrink_block(trainer, pl_module, n, states, masks, rng)
+                if all_scores.size:
+                    pl_module.log_dict({f"search/block{n}_score_min": float(all_scores.min()),
+                                        f"search/block{n}_score_median": float(np.median(all_scores)),
+                                        f"search/block{n}_score_max": float(all_scores.max())})
+        finally:
+            pl_module.train(was_training)
+        self.rounds += 1
+        pl_module.alive = self.alive
+        counts = self.alive_per_bin()
+        for n, row in enumerate(counts):
+            pl_module.log(f"search/block{n}_alive", float(row.sum()))
+        log.info("shrinking round %d: alive per block and bin\n%s", self.rounds, counts)
+        if self.is_finished():
+            self.done = True
+            trainer.should_stop = True
+            log.info("shrinking finished after %d rounds: every bin holds <= %d candidates",
+                     self.rounds, self.min_per_bin)
+
+    # -- internals -----------------------------------------------------------------------------
+    def _shrink_block(self, trainer, pl_module, n: int, states, masks, rng) -> np.ndarray:
+        alive, scored = self.alive[n], []
+        for b in range(self.num_bins):
+            in_bin = alive[self.bins[alive] == b]
+            if len(in_bin) <= self.min_per_bin:
+                continue
+            chosen = in_bin if len(in_bin) <= self.candidates_per_bin else np.sort(
+                rng.choice(in_bin, self.candidates_per_bin, replace=False))
+            scores = self._score(trainer, pl_module, n, chosen, states, masks)
+            alive = np.concatenate([alive[self.bins[alive] != b], halve(in_bin, scores, chosen, self.min_per_bin)])
+            scored.append(scores)
+        self.alive[n] = np.sort(alive)
+        return np.concatenate(scored) if scored else np.zeros(0)
+
+    def _score(self, trainer, pl_module, n: int, chosen: np.ndarray, states, masks) -> np.ndarray:
+        """Block loss of each chosen candidate; ranks split the work and sum their parts."""
+        rank, world = trainer.global_rank, trainer.world_size
+        scores = torch.zeros(len(chosen), dtype=torch.float64, device=pl_module.device)
+        space = pl_module.space
+        for i in range(rank, len(chosen), world):
+            scores[i] = pl_module.score_block(n, space.candidate(int(chosen[i])), states, masks)
+        if world > 1:
+            scores = trainer.strategy.reduce(scores, reduce_op="sum")
+        return scores.cpu().numpy()
+
+    def _scoring_batches(self, trainer: L.Trainer) -> list[dict[str, torch.Tensor]]:
+        """The first K batches of the validation set: identical on every rank and every round."""
+        datamodule = trainer.datamodule
+        dataset = getattr(datamodule, "val_dataset", None)
+        if dataset is None or len(dataset) == 0:
+            raise ValueError("progressive shrinking scores candidates on validation data, but the data has none: "
+                             "set data.validation_files or data.validation_fraction")
+        size = self.eval_batch_size or getattr(datamodule, "eval_batch_size", None) or 8
+        total = min(len(dataset), size * self.eval_batches)
+        return [default_collate([dataset[i] for i in range(start, min(start + size, total))])
+                for start in range(0, total, size)]
