@@ -1,4 +1,5 @@
-"""NAS-BERT search: `python search.py` trains the supernet by block-wise distillation (stage 1).
+"""NAS-BERT search: `python search.py` trains the supernet with progressive shrinking and selects one
+architecture per budget (stages 1 and 2).
 
 All settings come from conf/search.yaml and its groups; see README.md for common overrides.
 """
@@ -12,12 +13,12 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 import nas_bert  # noqa: E402,F401  (registers config resolvers)
-from nas_bert.stages.supernet import run_supernet  # noqa: E402
+from nas_bert.stages.search import run_search  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="search")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run_supernet(cfg)
+    metrics = run_search(cfg)
     return metrics.get(cfg.get("optimized_metric"))
 
 

@@ -13,12 +13,16 @@ import pytest
 import torch
 import yaml
 
+from nas_bert.arch import Arch
+from nas_bert.student import encoder_params
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_search(tmp_path: Path, *overrides: str, script: str = "search.py") -> subprocess.CompletedProcess:
+def run_search(tmp_path: Path, *overrides: str, script: str = "search.py", run: str = "run",
+               ) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    cmd = [sys.executable, str(ROOT / script), f"hydra.run.dir={tmp_path / 'run'}",
+    cmd = [sys.executable, str(ROOT / script), f"hydra.run.dir={tmp_path / run}",
            f"paths.cache_dir={tmp_path / 'cache'}", *overrides]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
@@ -38,9 +42,20 @@ def test_search_writes_checkpoint_logs_and_config(tmp_path, tiny_teacher_dir):
         "hydra:runtime.output_dir", "paths.output_dir"}  # ... and everything else is resolved
     rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
     assert any(r.get("val/block2_mse") for r in rows) and any(r.get("train/loss") for r in rows)
-    summary = json.loads((run / "summary.json").read_text())
-    assert set(summary["initial"]) >= {"val/block0_mse", "val/block1_mse", "val/block2_mse"}
     assert list((run / "wandb").glob("offline-run-*"))
+
+    # stage 2: one architecture per budget, each within its budget, priced like the real model
+    budgets = {b["name"]: b for b in config["search"]["selection"]["budgets"]}
+    files = sorted((run / "architectures").glob("*.yaml"))
+    assert [f.stem for f in files] == sorted(budgets)
+    for f in files:
+        arch = Arch.load(f)
+        assert arch.meta["params"] == encoder_params(arch, 30522, 128) <= arch.meta["budget"]["max_params"]
+        assert arch.meta["space"]["name"] == "tiny" and arch.meta["model_loss"] > 0
+    shrinking = json.loads((run / "shrinking.json").read_text())
+    assert shrinking["rounds"] >= 1 and len(shrinking["alive"]) == 3
+    assert (run / "pareto.png").stat().st_size > 10_000 and (run / "latency_table.json").is_file()
+    assert sum(1 for _ in open(run / "candidates.csv")) > len(files)
 
     # the saved recipe re-runs on its own, into a new folder
     rerun = subprocess.run(
@@ -51,6 +66,43 @@ def test_search_writes_checkpoint_logs_and_config(tmp_path, tiny_teacher_dir):
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert (tmp_path / "rerun" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, tiny_teacher_dir) -> Path:
+    """One finished tiny search, shared by the selection tests below."""
+    tmp = tmp_path_factory.mktemp("searched")
+    result = run_search(tmp, "debug=fast", "space=tiny", f"teacher.name_or_path={tiny_teacher_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp
+
+
+@pytest.mark.slow
+def test_select_from_a_finished_run_without_training(searched, tiny_teacher_dir):
+    result = run_search(searched, "debug=fast", "space=tiny", f"teacher.name_or_path={tiny_teacher_dir}",
+                        f"search.select_from={searched / 'run'}", "search.selection.budgets=[{name: half, max_params_fraction: 0.5}]",
+                        run="reselect")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [f.stem for f in (searched / "reselect" / "architectures").glob("*.yaml")] == ["half"]
+    assert not (searched / "reselect" / "checkpoints" / "last.ckpt").exists()  # no training happened
+
+
+@pytest.mark.slow
+def test_a_budget_no_model_meets_names_the_smallest_and_keeps_the_rest(searched, tiny_teacher_dir):
+    budgets = "search.selection.budgets=[{name: nothing, max_params: 1000},{name: plenty, max_params_fraction: 0.9}]"
+    result = run_search(searched, "debug=fast", "space=tiny", f"teacher.name_or_path={tiny_teacher_dir}",
+                        f"search.select_from={searched / 'run'}", budgets, run="impossible")
+    assert result.returncode != 0
+    assert "budget 'nothing' (max_params=0.001M) is met by no architecture: the smallest has" in result.stderr
+    assert (searched / "impossible" / "architectures" / "plenty.yaml").is_file()  # nothing already found is lost
+
+
+@pytest.mark.slow
+def test_a_latency_table_of_another_space_is_refused(searched, tiny_teacher_dir):
+    common = ["debug=fast", "space=tiny", f"teacher.name_or_path={tiny_teacher_dir}",
+              f"search.select_from={searched / 'run'}", "space.hidden_sizes=[16,48]"]
+    result = run_search(searched, *common, run="other_space")
+    assert result.returncode != 0 and "hidden_sizes" in result.stderr and "remeasure" in result.stderr
 
 
 @pytest.mark.slow

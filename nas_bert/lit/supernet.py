@@ -143,7 +143,8 @@ class SupernetDistillation(L.LightningModule):
         optimizer = self.optimizer_factory(params=weight_decay_groups(self.supernet))
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer, num_training_steps=self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer=optimizer,
+                                           num_training_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -10,13 +10,16 @@ are saved in checkpoints and restored on resume.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import default_collate
+
+from nas_bert.utils.batch import first_batches
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +59,13 @@ class ProgressiveShrinking(L.Callback):
             None falls back to FLOPs as the latency measure.
         eval_batch_size: batch size of the scoring batches (default: the data's eval batch size).
         seed: seeds which E candidates of a bin are scored in each round.
+        state_file: JSON file the alive sets are written to after every round (global rank 0), for
+            the selection stage and for people; the checkpoint holds the same state for resuming.
     """
 
     def __init__(self, num_bins: int = 10, candidates_per_bin: int = 2000, eval_batches: int = 5,
                  min_per_bin: int = 10, warmup_epochs: int = 3, candidate_latency: np.ndarray | None = None,
-                 eval_batch_size: int | None = None, seed: int = 0) -> None:
+                 eval_batch_size: int | None = None, seed: int = 0, state_file: str | None = None) -> None:
         if min(num_bins, candidates_per_bin, eval_batches, min_per_bin) < 1 or warmup_epochs < 0:
             raise ValueError("num_bins, candidates_per_bin, eval_batches, min_per_bin must be >= 1, warmup >= 0")
         if candidates_per_bin < 2:
@@ -69,6 +74,7 @@ class ProgressiveShrinking(L.Callback):
         self.min_per_bin, self.warmup_epochs, self.seed = min_per_bin, warmup_epochs, seed
         self.candidate_latency = None if candidate_latency is None else np.asarray(candidate_latency)
         self.eval_batch_size = eval_batch_size
+        self.state_file = None if state_file is None else Path(state_file)
         self.bins: np.ndarray | None = None  # (num_candidates,) bin per candidate, -1 dropped
         self.alive: list[np.ndarray] | None = None  # per block, sorted candidate indices
         self.rounds = 0
@@ -90,6 +96,17 @@ class ProgressiveShrinking(L.Callback):
     def is_finished(self) -> bool:
         return bool((self.alive_per_bin() <= self.min_per_bin).all())
 
+    def write_state(self) -> None:
+        """The alive sets and per-bin counts as JSON (see `read_alive`)."""
+        if self.state_file is None:
+            return
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        data = {**self.state_dict(), "num_bins": self.num_bins, "min_per_bin": self.min_per_bin,
+                "alive_per_bin": self.alive_per_bin().tolist()}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.state_file)  # atomic: readers never see half a file
+
     # -- hooks ---------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         space = pl_module.space
@@ -102,9 +119,17 @@ class ProgressiveShrinking(L.Callback):
                 f"{space.num_candidates} candidates per block: measure the latency table for this space"
             )
         self.bins = assign_bins(space.candidate_params, latency, self.num_bins)
+        if not (self.bins >= 0).any():
+            raise ValueError(
+                f"no candidate of the space {space.name!r} has matching parameter and latency bins with "
+                f"num_bins={self.num_bins}: use fewer bins, or re-measure the latency table "
+                f"(search.latency.remeasure=true) if it was measured on a busy machine"
+            )
         if self.alive is None:
             kept = np.flatnonzero(self.bins >= 0)
             self.alive = [kept.copy() for _ in range(space.num_blocks)]
+        if trainer.is_global_zero:
+            self.write_state()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.alive = self.alive  # restored state included: training samples only alive candidates
@@ -138,6 +163,8 @@ class ProgressiveShrinking(L.Callback):
             trainer.should_stop = True
             log.info("shrinking finished after %d rounds: every bin holds <= %d candidates",
                      self.rounds, self.min_per_bin)
+        if trainer.is_global_zero:
+            self.write_state()
 
     # -- internals -----------------------------------------------------------------------------
     def _shrink_block(self, trainer, pl_module, n: int, states, masks, rng) -> np.ndarray:
@@ -173,6 +200,13 @@ class ProgressiveShrinking(L.Callback):
             raise ValueError("progressive shrinking scores candidates on validation data, but the data has none: "
                              "set data.validation_files or data.validation_fraction")
         size = self.eval_batch_size or getattr(datamodule, "eval_batch_size", None) or 8
-        total = min(len(dataset), size * self.eval_batches)
-        return [default_collate([dataset[i] for i in range(start, min(start + size, total))])
-                for start in range(0, total, size)]
+        return first_batches(dataset, size, self.eval_batches)
+
+
+def read_alive(state_file: str | Path) -> list[np.ndarray]:
+    """The alive sets a `ProgressiveShrinking.state_file` holds."""
+    path = Path(state_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"no shrinking state at {path}; run `python search.py` (with shrinking) first")
+    alive = json.loads(path.read_text())["alive"]
+    return [np.asarray(a, dtype=np.int64) for a in alive]

@@ -54,8 +54,8 @@ def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
         logger.log_hyperparams(container)
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    callbacks = instantiate_group(cfg.get("callbacks"))
+def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
+    callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks or [])
     loggers = instantiate_group(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log_config(loggers, cfg)

@@ -11,15 +11,19 @@ from omegaconf import DictConfig
 from nas_bert.stages.common import build_trainer, finish_loggers, save_resolved_config
 
 
-def prepare(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
+def prepare(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None,
+            ) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
     """Seed, save the recipe, and build module, data and trainer (the module first, so a bad
     teacher is reported as such rather than as a tokenizer error)."""
+    model, datamodule = prepare_module_and_data(cfg)
+    return model, datamodule, build_trainer(cfg, extra_callbacks)
+
+
+def prepare_module_and_data(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir, output_dir / "checkpoints")
-    model = instantiate(cfg.model)
-    datamodule = instantiate(cfg.data)
-    return model, datamodule, build_trainer(cfg)
+    return instantiate(cfg.model), instantiate(cfg.data)
 
 
 def run_fit(cfg: DictConfig) -> dict[str, float]:

@@ -1,0 +1,425 @@
+"""The latency lookup table: every op at every width measured once on the target device.
+
+This module owns the `LatencyTable` (measure, save, load, compatibility check) and the
+latency predictions built from it. A model's predicted latency is the sum of its parts:
+
+* the `Embeddings` module at the model's embedding size (word/position/type lookups, LayerNorm),
+* every width projection (a Linear at the start of a block whose width differs from the
+  previous block's, or from the embedding size for block 0),
+* every op of every block (MHA / FFN / SepConv at the block's width; identity costs 0).
+
+It excludes task heads (pooler, classifier, MLM head: they depend on the downstream task and are
+the same for every searched architecture, so they shift all candidates equally) and the Python
+glue of `StudentEncoder.forward` / `StudentBlock.forward` between layers (a few microseconds per
+block, not per op; the per-op module-call overhead *is* included, since each part is timed as a
+real module call). Each part is timed in isolation on an input of the table's (batch, seq_len),
+in eval mode under `torch.no_grad()` (inference latency), with a mask of ones passed to the ops,
+after a warm-up, as the median of `torch.utils.benchmark.Timer.blocked_autorange` (which
+synchronises CUDA). Timers run with the process's current thread count (the `Timer` default of
+one thread would silently measure a different device).
+
+A table is only valid for the device, thread count, torch version (major.minor), search space
+and (batch, seq_len) it was measured with; `check_compatible` refuses any mismatch and
+`load_or_measure` never silently mixes tables. `benchmarks/latency_prediction.py` checks the
+predictor against whole `StudentEncoder`s.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils import benchmark
+
+from nas_bert.arch import IDENTITY, Arch
+from nas_bert.ops import build_op, build_projection
+from nas_bert.space import SearchSpace
+from nas_bert.student import Embeddings
+
+TABLE_VERSION = 1
+_DEVICE_KEYS = ("type", "name", "num_threads")
+QUIET_SHARE = 0.1  # a timing counts as quiet when other processes used at most this share of the CPUs
+
+
+class LatencyTableError(ValueError):
+    """A latency table that is malformed or was measured for another space, device or input shape."""
+
+
+# -- keys --------------------------------------------------------------------------------------
+def op_key(op: str, hidden: int) -> str:
+    """'mha', 128 -> 'mha_128'."""
+    return f"{op}_{hidden}"
+
+
+def projection_key(width_in: int, width_out: int) -> str:
+    """128, 192 -> '128->192'."""
+    return f"{width_in}->{width_out}"
+
+
+# -- the device --------------------------------------------------------------------------------
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo, or platform's best guess."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def device_info(device: str | torch.device) -> dict[str, Any]:
+    """What a latency depends on: device type and name, torch version, threads (CPU only)."""
+    dev = torch.device(device)
+    info: dict[str, Any] = {"type": dev.type, "torch": torch.__version__}
+    if dev.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(dev)
+    elif dev.type == "cpu":
+        info["name"] = cpu_model()
+        info["num_threads"] = torch.get_num_threads()
+    else:
+        info["name"] = dev.type
+    return info
+
+
+def _torch_minor(version: str) -> str:
+    """'2.13.0+cpu' -> '2.13'."""
+    return ".".join(version.split("+")[0].split(".")[:2])
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def device_slug(device: str | torch.device) -> str:
+    """A file-name-safe device id, e.g. 'cpu-amd-epyc-2t' or 'cuda-nvidia-h100-80gb-hbm3'."""
+    info = device_info(device)
+    slug = f"{info['type']}-{_slug(info['name'])}"
+    return f"{slug}-{info['num_threads']}t" if "num_threads" in info else slug
+
+
+def default_table_path(directory: str | Path, space: SearchSpace, device: str | torch.device,
+                       batch_size: int, seq_len: int) -> Path:
+    """Tables are keyed by space, device and input shape: `latency_<space>_<device>_b<B>_t<T>.json`."""
+    name = f"latency_{_slug(space.name)}_{device_slug(device)}_b{batch_size}_t{seq_len}.json"
+    return Path(directory) / name
+
+
+# -- the table ---------------------------------------------------------------------------------
+@dataclass
+class LatencyTable:
+    """Median seconds of every op at every width, every width projection and every embedding size."""
+
+    device: dict[str, Any]
+    space: dict[str, Any]
+    batch_size: int
+    seq_len: int
+    vocab_size: int
+    max_positions: int
+    ops: dict[str, float]  # "mha_128" -> s
+    projections: dict[str, float]  # "128->192" -> s
+    embeddings: dict[str, float]  # "128" -> s
+    contention: float = 0.0  # largest share of the CPUs other processes used while a kept timing ran
+    measured_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat())
+    version: int = TABLE_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the table as JSON (parents created)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "latency table") -> LatencyTable:
+        if not isinstance(data, dict):
+            raise LatencyTableError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        version = data.get("version")
+        if version != TABLE_VERSION:
+            raise LatencyTableError(
+                f"{where} has version {version!r} but this code reads version {TABLE_VERSION}; "
+                f"measure a new table (delete the file or pass remeasure: true)"
+            )
+        required = {k for k, f in cls.__dataclass_fields__.items() if f.default is MISSING
+                    and f.default_factory is MISSING}
+        missing = sorted(required - set(data))
+        if missing:
+            raise LatencyTableError(f"{where} lacks the fields {missing}; measure a new table")
+        for name in ("ops", "projections", "embeddings"):
+            part = data[name]
+            if not isinstance(part, dict) or not all(isinstance(v, (int, float)) for v in part.values()):
+                raise LatencyTableError(f"{where}: '{name}' must map names to seconds, got {part!r:.200}")
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        """Read a table written by `save`; clear errors for a missing, malformed or outdated file."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"latency table {path} does not exist; measure one with measure_latency_table(...) "
+                f"or load_or_measure(...)"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise LatencyTableError(
+                f"latency table {path} is not valid JSON ({err}); delete it or pass remeasure: true"
+            ) from None
+        return cls.from_dict(data, where=f"latency table {path}")
+
+
+# -- measuring ---------------------------------------------------------------------------------
+def median_seconds(fn: Callable[[], Any], min_run_time: float, warmup: int = 3) -> float:
+    """Median seconds per call of `fn` after `warmup` calls, at the current thread count."""
+    for _ in range(warmup):
+        fn()
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return float(timer.blocked_autorange(min_run_time=min_run_time).median)
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the machine since boot, steal included; None without /proc/stat."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz  # idle and iowait are not busy
+
+
+def timed_with_contention(fn: Callable[[], Any], min_run_time: float) -> tuple[float, float]:
+    """(median seconds per call, share of all CPUs that other processes used meanwhile).
+
+    The share is 0.0 where it cannot be told: no /proc/stat, or a window under 0.2 CPU-seconds
+    (the kernel counts in 10 ms ticks).
+    """
+    before, own = _cpu_seconds(), time.process_time()
+    seconds = median_seconds(fn, min_run_time)
+    after, own = _cpu_seconds(), time.process_time() - own
+    if before is None or after is None or after[1] - before[1] < 0.2:
+        return seconds, 0.0
+    return seconds, max(0.0, (after[0] - before[0] - own) / (after[1] - before[1]))
+
+
+def time_calls(fns: list[Callable[[], Any]], min_run_time: float = 0.2, rounds: int = 3,
+               max_rounds: int | None = None) -> tuple[list[float], list[float]]:
+    """Seconds per call of each fn and the contention it was timed under, round-robin, no_grad.
+
+    Each fn gets `rounds` medians; a median counts as quiet when other processes used at most
+    QUIET_SHARE of the CPUs meanwhile. Interference only ever adds time (and with several threads
+    a descheduled worker stalls every parallel region, easily x10 for small ops), so fns lacking
+    `rounds` quiet medians are retried in further round-robin passes, up to `max_rounds` (default
+    3 * rounds), spreading the tries over time. The result is the least quiet median, else the
+    least median (its contention tells how far to trust it). Returns (seconds, contention).
+    """
+    max_rounds = max(rounds, max_rounds if max_rounds is not None else 3 * rounds)
+    quiet: list[list[float]] = [[] for _ in fns]
+    loud: list[list[tuple[float, float]]] = [[] for _ in fns]
+    with torch.no_grad():
+        for r in range(max_rounds):
+            todo = [i for i in range(len(fns)) if r < rounds or len(quiet[i]) < rounds]
+            for i in todo:
+                seconds, share = timed_with_contention(fns[i], min_run_time)
+                if share <= QUIET_SHARE:
+                    quiet[i].append(seconds)
+                else:
+                    loud[i].append((seconds, share))
+    return ([min(q) if q else min(loud[i])[0] for i, q in enumerate(quiet)],
+            [0.0 if q else min(loud[i])[1] for i, q in enumerate(quiet)])
+
+
+def _call(module: torch.nn.Module, *args: torch.Tensor) -> Callable[[], Any]:
+    module.eval()
+    return lambda: module(*args)
+
+
+def _table_calls(space: SearchSpace, dev: torch.device, batch_size: int, seq_len: int, vocab_size: int,
+                 max_positions: int) -> dict[tuple[str, str], Callable[[], Any]]:
+    """('ops' | 'projections' | 'embeddings', key) -> a forward call of that part on its input."""
+    mask = torch.ones(batch_size, seq_len, dtype=torch.long, device=dev)  # (B, T), as the data gives
+    ids = torch.randint(1, vocab_size, (batch_size, seq_len), device=dev)  # (B, T)
+    calls = {}
+    for h in space.hidden_sizes:
+        x = torch.randn(batch_size, seq_len, h, device=dev)  # (B, T, h)
+        for op in space.ops:
+            module = build_op(op, h, space.head_dim, space.ffn_ratio, dropout=0.0).to(dev)
+            calls["ops", op_key(op, h)] = _call(module, x, mask)
+        for h_out in space.hidden_sizes:
+            if h_out != h:
+                calls["projections", projection_key(h, h_out)] = _call(build_projection(h, h_out).to(dev), x)
+        calls["embeddings", str(h)] = _call(Embeddings(vocab_size, h, max_positions).to(dev), ids)
+    return calls
+
+
+def measure_latency_table(space: SearchSpace, device: str | torch.device = "cpu", batch_size: int = 8,
+                          seq_len: int = 128, vocab_size: int = 30522, max_positions: int = 512,
+                          min_run_time: float = 0.2, rounds: int = 3,
+                          max_rounds: int | None = None) -> LatencyTable:
+    """Time every op x width, every ordered pair of distinct widths and every embedding size.
+
+    Each entry is the least of `rounds` quiet medians (see `time_calls`); `contention` records the
+    worst other-process CPU share among the kept timings, with a warning when it is above QUIET_SHARE.
+    """
+    dev = torch.device(device)
+    calls = _table_calls(space, dev, batch_size, seq_len, vocab_size, max_positions)
+    seconds, contention = time_calls(list(calls.values()), min_run_time, rounds, max_rounds)
+    parts: dict[str, dict[str, float]] = {"ops": {}, "projections": {}, "embeddings": {}}
+    for (part, key), s in zip(calls, seconds):
+        parts[part][key] = s
+    loud = [f"{key} ({share:.0%})" for (_, key), share in zip(calls, contention) if share > QUIET_SHARE]
+    if loud:
+        warnings.warn(
+            f"latency table for space {space.name!r}: {len(loud)} of {len(calls)} entries were only ever timed while "
+            f"other processes used the CPUs ({', '.join(loud[:8])}{', ...' if len(loud) > 8 else ''}); their "
+            f"times are likely too high. Measure again on an idle machine (remeasure: true)",
+            stacklevel=2,
+        )
+    return LatencyTable(device=device_info(dev), space=space.to_dict(), batch_size=batch_size, seq_len=seq_len,
+                        vocab_size=vocab_size, max_positions=max_positions, contention=max(contention, default=0.0),
+                        **parts)
+
+
+# -- compatibility -----------------------------------------------------------------------------
+def _space_mismatch(table: LatencyTable, space: SearchSpace) -> list[str]:
+    """Fields (name excluded: a label) where the table's space differs from `space`."""
+    ours = space.to_dict()
+    theirs = dict(table.space)
+    return [
+        f"{k}: table {theirs.get(k)!r} vs {ours.get(k)!r}"
+        for k in sorted(set(ours) | set(theirs))
+        if k != "name" and theirs.get(k) != ours.get(k)
+    ]
+
+
+def _device_mismatch(table: LatencyTable, device: str | torch.device) -> list[str]:
+    ours, theirs = device_info(device), dict(table.device)
+    out = [f"{k}: table {theirs.get(k)!r} vs {ours.get(k)!r}" for k in _DEVICE_KEYS if theirs.get(k) != ours.get(k)]
+    if _torch_minor(str(theirs.get("torch", ""))) != _torch_minor(ours["torch"]):
+        out.append(f"torch: table {theirs.get('torch')!r} vs {ours['torch']!r}")
+    return out
+
+
+def check_compatible(table: LatencyTable, space: SearchSpace, device: str | torch.device,
+                     batch_size: int | None = None, seq_len: int | None = None,
+                     vocab_size: int | None = None) -> None:
+    """Raise LatencyTableError naming every mismatch of space, device or input shape (None: unchecked)."""
+    problems = [f"space {p}" for p in _space_mismatch(table, space)]
+    problems += [f"device {p}" for p in _device_mismatch(table, device)]
+    for name, want in (("batch_size", batch_size), ("seq_len", seq_len), ("vocab_size", vocab_size)):
+        if want is not None and getattr(table, name) != want:
+            problems.append(f"{name}: table {getattr(table, name)!r} vs {want!r}")
+    if problems:
+        raise LatencyTableError(
+            f"the latency table (space {table.space.get('name')!r}, measured {table.measured_at}) does not fit "
+            f"this run: " + "; ".join(problems) + ". Measure a new table with "
+            f"measure_latency_table(space, device={str(device)!r}, batch_size=..., seq_len=...), "
+            f"or pass remeasure: true to replace it"
+        )
+
+
+def load_or_measure(path: str | Path, space: SearchSpace, device: str | torch.device = "cpu",
+                    batch_size: int = 8, seq_len: int = 128, vocab_size: int = 30522,
+                    max_positions: int = 512, min_run_time: float = 0.2, rounds: int = 3,
+                    max_rounds: int | None = None, remeasure: bool = False) -> LatencyTable:
+    """Load a compatible table from `path`, or measure and save one when the file is missing.
+
+    An incompatible or unreadable table is refused with LatencyTableError unless `remeasure`,
+    in which case it is measured afresh and overwritten. A compatible table is always reused.
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            table = LatencyTable.load(path)
+            check_compatible(table, space, device, batch_size, seq_len, vocab_size)
+            return table
+        except LatencyTableError as err:
+            if not remeasure:
+                raise LatencyTableError(f"{path}: {err}") from None
+    table = measure_latency_table(space, device, batch_size, seq_len, vocab_size, max_positions, min_run_time,
+                                  rounds, max_rounds)
+    table.save(path)
+    return table
+
+
+# -- predictions (seconds) ---------------------------------------------------------------------
+def _lookup(part: dict[str, float], key: str, what: str) -> float:
+    try:
+        return float(part[key])
+    except KeyError:
+        raise LatencyTableError(
+            f"the latency table has no {what} {key!r}; it was measured for another space (measure a new table)"
+        ) from None
+
+
+def op_latency_matrix(space: SearchSpace, table: LatencyTable) -> np.ndarray:
+    """Seconds of op code j at hidden index i, shape (H, K + 1); the identity column is 0."""
+    out = np.zeros((len(space.hidden_sizes), len(space.ops) + 1))
+    for i, h in enumerate(space.hidden_sizes):
+        for j, op in enumerate(space.ops):
+            out[i, j] = _lookup(table.ops, op_key(op, h), "op")
+    return out
+
+
+def candidate_latency(space: SearchSpace, table: LatencyTable) -> np.ndarray:
+    """Summed op seconds of every block candidate (no projection), shape (num_candidates,)."""
+    per_op = op_latency_matrix(space, table)  # (H, K + 1)
+    hidden_index = np.searchsorted(space.hidden_sizes, space.candidate_hidden)  # (C,)
+    return per_op[hidden_index[:, None], space.candidate_codes].sum(axis=1)  # (C, S) -> (C,)
+
+
+def projection_latency_matrix(space: SearchSpace, table: LatencyTable) -> np.ndarray:
+    """Seconds of the projection from width i to width j, shape (H, H); 0 on the diagonal."""
+    widths = space.hidden_sizes
+    out = np.zeros((len(widths), len(widths)))
+    for i, a in enumerate(widths):
+        for j, b in enumerate(widths):
+            if a != b:
+                out[i, j] = _lookup(table.projections, projection_key(a, b), "projection")
+    return out
+
+
+def embedding_latency(space: SearchSpace, table: LatencyTable) -> np.ndarray:
+    """Seconds of the embeddings at each width of the space, shape (H,)."""
+    return np.array([_lookup(table.embeddings, str(h), "embedding size") for h in space.hidden_sizes])
+
+
+def predict_latency_indices(space: SearchSpace, table: LatencyTable, indices: np.ndarray) -> np.ndarray:
+    """Seconds of many architectures given as candidate indices, shape (M, num_blocks) -> (M,).
+
+    The embedding size is each architecture's block-0 width (the `Arch.embed` default).
+    """
+    indices = np.atleast_2d(indices)  # (M, N)
+    hidden_index = np.searchsorted(space.hidden_sizes, space.candidate_hidden[indices])  # (M, N)
+    total = embedding_latency(space, table)[hidden_index[:, 0]]  # (M,)
+    total = total + candidate_latency(space, table)[indices].sum(axis=1)
+    proj = projection_latency_matrix(space, table)  # (H, H)
+    return total + proj[hidden_index[:, :-1], hidden_index[:, 1:]].sum(axis=1)
+
+
+def predict_latency(arch: Arch, table: LatencyTable, space: SearchSpace) -> float:
+    """Seconds of `StudentEncoder(arch)`: embeddings + projections + every block's ops."""
+    space.validate(arch)
+    total = _lookup(table.embeddings, str(arch.embed_size), "embedding size")
+    width = arch.embed_size
+    for block in arch.blocks:
+        if block.hidden != width:
+            total += _lookup(table.projections, projection_key(width, block.hidden), "projection")
+        total += sum(_lookup(table.ops, op_key(op, block.hidden), "op") for op in block.ops if op != IDENTITY)
+        width = block.hidden
+    return total

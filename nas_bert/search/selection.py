@@ -1,0 +1,650 @@
+"""Multi-budget model selection: the T best whole models under each budget, from per-block tables.
+
+Owns the last step of the search. After the space is shrunk, every block keeps M candidates, each
+with a block loss and costs (`BlockTable`). A whole model is one candidate per block; its
+approximate loss is the sum of its block losses and its cost is the sum of its blocks' costs plus
+the width projections between consecutive blocks of different widths and the embeddings, which
+depend on the first block's width (`CouplingCosts`).
+
+`top_k_per_budget` finds, for several budgets at once, the k lowest-loss models among all M^N
+combinations exactly, without a Python loop over combinations: the blocks are split into two
+halves, each half is enumerated with numpy (10^4 rows for two blocks of 100), and the left x right
+cross join is scanned in tiles. Both halves are sorted by parameters, so a tile's cost and loss
+bounds (exact, from the sorted ends and per-tile minima) let whole tiles be skipped or counted as
+wholly feasible; only tiles across a budget's boundary are masked elementwise. Each budget keeps a
+running top-k whose k-th loss filters later tiles. `brute_force_top_k` is the pure-Python
+reference for tests.
+
+Summation order: the fast path sums (left half) + (right half), the reference sums block by block,
+so with arbitrary floats the two can differ in the last bit; with values whose sums are exact
+(integers, dyadic fractions) they agree exactly, ties included.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Tiles are kept at most this large whatever `chunk_elements` allows: a tile's float64 arrays
+# (512 KiB each) then stay in cache, and small tiles bound the cost and loss more tightly.
+_MAX_TILE_ELEMENTS = 2**16
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs and outputs
+# ------------------------------------------------------------------------------------------------
+def _as_1d(name: str, values, dtype) -> np.ndarray:
+    """`values` as a 1-D array of `dtype`; integer columns must hold whole numbers."""
+    raw = np.asarray(values)
+    if raw.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {raw.shape}")
+    arr = raw.astype(dtype)
+    if np.issubdtype(dtype, np.integer) and raw.size and not np.array_equal(arr, raw):
+        raise ValueError(f"{name} must hold whole numbers")
+    if np.issubdtype(dtype, np.floating) and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite")
+    return arr
+
+
+@dataclass
+class BlockTable:
+    """The M surviving candidates of one block; every field has shape (M,)."""
+
+    index: np.ndarray  # candidate index in the space enumeration (carried through)
+    width: np.ndarray  # index into the space's hidden sizes, 0..H-1
+    params: np.ndarray
+    flops: np.ndarray
+    latency: np.ndarray  # seconds
+    loss: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("index", "width", "params", "flops"):
+            setattr(self, name, _as_1d(name, getattr(self, name), np.int64))
+        for name in ("latency", "loss"):
+            setattr(self, name, _as_1d(name, getattr(self, name), np.float64))
+        lengths = {name: len(getattr(self, name)) for name in self._fields()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"BlockTable fields must have equal lengths, got {lengths}")
+        if lengths["index"] == 0:
+            raise ValueError("BlockTable is empty: a block needs at least one surviving candidate")
+
+    @staticmethod
+    def _fields() -> tuple[str, ...]:
+        return ("index", "width", "params", "flops", "latency", "loss")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+@dataclass
+class CouplingCosts:
+    """Costs that depend on block widths, not on the candidates themselves.
+
+    `params`, `flops`, `latency`: (H, H), the projection from width i to width j (0 on the
+    diagonal). `first_*`: (H,), costs set by the first block's width alone (e.g. embeddings).
+    """
+
+    params: np.ndarray
+    flops: np.ndarray
+    latency: np.ndarray
+    first_params: np.ndarray
+    first_flops: np.ndarray
+    first_latency: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.params = np.asarray(self.params, dtype=np.int64)
+        self.flops = np.asarray(self.flops, dtype=np.int64)
+        self.latency = np.asarray(self.latency, dtype=np.float64)
+        self.first_params = np.asarray(self.first_params, dtype=np.int64)
+        self.first_flops = np.asarray(self.first_flops, dtype=np.int64)
+        self.first_latency = np.asarray(self.first_latency, dtype=np.float64)
+        h = self.num_widths
+        for name in ("params", "flops", "latency"):
+            if getattr(self, name).shape != (h, h):
+                raise ValueError(f"coupling {name} must be ({h}, {h}), got {getattr(self, name).shape}")
+            if getattr(self, f"first_{name}").shape != (h,):
+                raise ValueError(
+                    f"coupling first_{name} must be ({h},), got {getattr(self, f'first_{name}').shape}"
+                )
+        if not (np.all(np.isfinite(self.latency)) and np.all(np.isfinite(self.first_latency))):
+            raise ValueError("coupling latencies must be finite")
+
+    @property
+    def num_widths(self) -> int:
+        return int(self.params.shape[0]) if self.params.ndim == 2 else 0
+
+    @classmethod
+    def zeros(cls, num_widths: int) -> CouplingCosts:
+        """No coupling at all: a model's cost is the sum of its blocks' costs."""
+        square, line = np.zeros((num_widths, num_widths)), np.zeros(num_widths)
+        return cls(square, square, square, line, line, line)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A named limit on parameters and/or latency (seconds); at least one must be set."""
+
+    name: str
+    max_params: float | None = None
+    max_latency: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_params is None and self.max_latency is None:
+            raise ValueError(f"budget {self.name!r} sets neither max_params nor max_latency")
+        if any(v is not None and math.isnan(v) for v in (self.max_params, self.max_latency)):
+            raise ValueError(f"budget {self.name!r} has a NaN limit")
+
+    def describe(self) -> str:
+        limits = []
+        if self.max_params is not None:
+            limits.append(f"max_params={_fmt_params(self.max_params)}")
+        if self.max_latency is not None:
+            limits.append(f"max_latency={_fmt_latency(self.max_latency)}")
+        return f"budget {self.name!r} ({', '.join(limits)})"
+
+
+@dataclass
+class Selection:
+    """The best T' = min(k, num_feasible) models of one budget, by loss, then params, then choice."""
+
+    choice: np.ndarray  # (T', N) int64, row of each block's BlockTable
+    index: np.ndarray  # (T', N) int64, candidate index in the space enumeration of each block
+    loss: np.ndarray  # (T',) float64
+    params: np.ndarray  # (T',) int64
+    flops: np.ndarray  # (T',) int64
+    latency: np.ndarray  # (T',) float64, seconds
+    num_feasible: int
+    budget: Budget
+
+    def __len__(self) -> int:
+        return len(self.loss)
+
+
+class BudgetError(ValueError):
+    """No architecture meets a budget; carries the smallest achievable costs over all of them."""
+
+    def __init__(self, budget: Budget, min_params: int, min_latency: float) -> None:
+        self.budget, self.min_params, self.min_latency = budget, int(min_params), float(min_latency)
+        too_small = (budget.max_params is not None and min_params > budget.max_params) or (
+            budget.max_latency is not None and min_latency > budget.max_latency
+        )
+        jointly = "" if too_small else " (each limit alone is met, but never both together)"
+        super().__init__(
+            f"{budget.describe()} is met by no architecture{jointly}: the smallest has "
+            f"{_fmt_params(min_params)} parameters and the fastest takes {_fmt_latency(min_latency)}; "
+            f"raise the budget or add smaller candidates to the space"
+        )
+
+
+def _fmt_params(p: float) -> str:
+    return f"{p / 1e6:.3g}M"
+
+
+def _fmt_latency(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms"
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation shared by both implementations
+# ------------------------------------------------------------------------------------------------
+def _validate(blocks: list[BlockTable], coupling: CouplingCosts, budgets: list[Budget], k: int) -> None:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not blocks:
+        raise ValueError("no blocks: a model needs at least one block")
+    if not budgets:
+        raise ValueError("no budgets given")
+    names = [b.name for b in budgets]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate budget names: {duplicates}")
+    for b in budgets:
+        if b.max_params is None and b.max_latency is None:
+            raise ValueError(f"budget {b.name!r} sets neither max_params nor max_latency")
+    h = coupling.num_widths
+    for n, block in enumerate(blocks):
+        if block.width.min() < 0 or block.width.max() >= h:
+            raise ValueError(f"block {n}: widths must lie in [0, {h}) (the coupling tables' size)")
+    if math.prod(len(b) for b in blocks) >= 2**62:
+        raise ValueError("too many combinations to index with int64")
+
+
+def _check_limits_alone(budgets: list[Budget], min_params: int, min_latency: float) -> None:
+    """Raise for the first budget that one of its limits alone makes unmeetable."""
+    for b in budgets:
+        if (b.max_params is not None and min_params > b.max_params) or (
+            b.max_latency is not None and min_latency > b.max_latency
+        ):
+            raise BudgetError(b, min_params, min_latency)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference: every combination in Python
+# ------------------------------------------------------------------------------------------------
+def brute_force_top_k(
+    blocks: list[BlockTable],
+    coupling: CouplingCosts,
+    budgets: list[Budget],
+    k: int = 100,
+    chunk_elements: int = 2**24,
+) -> dict[str, Selection]:
+    """Same contract as `top_k_per_budget`, by itertools.product; sums block by block. For tests."""
+    del chunk_elements  # same signature as the fast path; nothing to bound here
+    _validate(blocks, coupling, budgets, k)
+    rows = []  # (loss, params, choice, flops, latency)
+    for choice in itertools.product(*(range(len(b)) for b in blocks)):
+        widths = [int(b.width[c]) for b, c in zip(blocks, choice)]
+        loss = params = flops = latency = 0
+        for b, c in zip(blocks, choice):
+            loss += float(b.loss[c])
+            params += int(b.params[c])
+            flops += int(b.flops[c])
+            latency += float(b.latency[c])
+        for wi, wj in itertools.pairwise(widths):
+            params += int(coupling.params[wi, wj])
+            flops += int(coupling.flops[wi, wj])
+            latency += float(coupling.latency[wi, wj])
+        params += int(coupling.first_params[widths[0]])
+        flops += int(coupling.first_flops[widths[0]])
+        latency += float(coupling.first_latency[widths[0]])
+        rows.append((float(loss), params, choice, flops, float(latency)))
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    min_params, min_latency = min(r[1] for r in rows), min(r[4] for r in rows)
+    _check_limits_alone(budgets, min_params, min_latency)
+
+    out = {}
+    for budget in budgets:
+        feasible = [
+            r
+            for r in rows
+            if (budget.max_params is None or r[1] <= budget.max_params)
+            and (budget.max_latency is None or r[4] <= budget.max_latency)
+        ]
+        if not feasible:
+            raise BudgetError(budget, min_params, min_latency)
+        top = feasible[:k]
+        choice = np.array([r[2] for r in top], dtype=np.int64).reshape(len(top), len(blocks))
+        out[budget.name] = Selection(
+            choice=choice,
+            index=_candidate_indices(blocks, choice),
+            loss=np.array([r[0] for r in top], dtype=np.float64),
+            params=np.array([r[1] for r in top], dtype=np.int64),
+            flops=np.array([r[3] for r in top], dtype=np.int64),
+            latency=np.array([r[4] for r in top], dtype=np.float64),
+            num_feasible=len(feasible),
+            budget=budget,
+        )
+    return out
+
+
+def _candidate_indices(blocks: list[BlockTable], choice: np.ndarray) -> np.ndarray:
+    """(T, N) space indices of the chosen rows."""
+    cols = [b.index[choice[:, n]] for n, b in enumerate(blocks)]
+    return np.stack(cols, axis=1) if len(choice) else np.zeros((0, len(blocks)), dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------------------
+# Fast path: two enumerated halves, tiled cross join
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class _Half:
+    """Every combination of a run of consecutive blocks, in lexicographic order of their rows."""
+
+    sizes: tuple[int, ...]  # M of each block in the half
+    loss: np.ndarray  # (R,)
+    params: np.ndarray  # (R,) int64, coupling inside the half (and embeddings on the left) included
+    flops: np.ndarray  # (R,) int64
+    latency: np.ndarray  # (R,)
+    first_w: np.ndarray  # (R,) width of the half's first block; -1 for the empty half
+    last_w: np.ndarray  # (R,) width of the half's last block
+
+    def __len__(self) -> int:
+        return len(self.loss)
+
+
+def _enumerate_half(blocks: list[BlockTable], coupling: CouplingCosts, with_first: bool) -> _Half:
+    """All combinations of `blocks` with their summed loss and costs; the empty half is one zero row."""
+    if not blocks:
+        zero_i, zero_f, none = np.zeros(1, np.int64), np.zeros(1), np.full(1, -1, np.int64)
+        return _Half((), zero_f, zero_i, zero_i, zero_f, none, none)
+    head = blocks[0]
+    loss, params, flops, latency = head.loss, head.params, head.flops, head.latency
+    if with_first:
+        params = coupling.first_params[head.width] + params
+        flops = coupling.first_flops[head.width] + flops
+        latency = coupling.first_latency[head.width] + latency
+    first_w, last_w = head.width, head.width
+    for block in blocks[1:]:  # (R,) x (M,) -> (R * M,), row-major keeps the lexicographic order
+        pair = (last_w[:, None], block.width[None, :])
+        loss = (loss[:, None] + block.loss[None, :]).ravel()
+        params = (params[:, None] + coupling.params[pair] + block.params[None, :]).ravel()
+        flops = (flops[:, None] + coupling.flops[pair] + block.flops[None, :]).ravel()
+        latency = (latency[:, None] + coupling.latency[pair] + block.latency[None, :]).ravel()
+        first_w, last_w = np.repeat(first_w, len(block)), np.tile(block.width, len(first_w))
+    return _Half(tuple(len(b) for b in blocks), loss, params, flops, latency, first_w, last_w)
+
+
+def _cross(matrix: np.ndarray, last_w: np.ndarray, first_w: np.ndarray | int) -> np.ndarray:
+    """matrix[last_w, first_w] with 0 where the right half is empty (first_w == -1)."""
+    first = np.broadcast_to(first_w, np.shape(last_w))
+    return np.where(first >= 0, matrix[last_w, np.maximum(first, 0)], 0).astype(matrix.dtype)
+
+
+@dataclass
+class _Group:
+    """Left half x the right rows whose first width is `width`, both sorted by params.
+
+    The coupling between the halves is then a per-left-row constant, folded into `lp`/`lt`.
+    """
+
+    rows: np.ndarray  # (nL,) left indices in params order
+    cols: np.ndarray  # (nC,) right indices in params order
+    lp: np.ndarray  # (nL,) left params + coupling into `width`
+    lt: np.ndarray  # (nL,) left latency + coupling into `width`
+    ll: np.ndarray  # (nL,) left loss
+    rp: np.ndarray  # (nC,)
+    rt: np.ndarray  # (nC,)
+    rl: np.ndarray  # (nC,)
+
+
+def _groups(left: _Half, right: _Half, coupling: CouplingCosts) -> list[_Group]:
+    groups = []
+    for width in np.unique(right.first_w):
+        cols = np.flatnonzero(right.first_w == width)
+        cols = cols[np.argsort(right.params[cols], kind="stable")]
+        lp = left.params + _cross(coupling.params, left.last_w, width)
+        lt = left.latency + _cross(coupling.latency, left.last_w, width)
+        rows = np.argsort(lp, kind="stable")
+        groups.append(
+            _Group(
+                rows,
+                cols,
+                lp[rows],
+                lt[rows],
+                left.loss[rows],
+                right.params[cols],
+                right.latency[cols],
+                right.loss[cols],
+            )
+        )
+    return groups
+
+
+def _smallest_costs(groups: list[_Group]) -> tuple[int, float]:
+    """Exact min over all combinations of total params and of total latency.
+
+    min_ij (a_i + b_j) = min a + min b, also for rounded float sums (rounding is monotone).
+    """
+    min_params = min(int(g.lp[0]) + int(g.rp[0]) for g in groups)
+    min_latency = min(float(g.lt.min() + g.rt.min()) for g in groups)
+    return min_params, min_latency
+
+
+@dataclass
+class _Tiles:
+    """Tiles of every group with exact bounds; every field has shape (num_tiles,)."""
+
+    group: np.ndarray
+    r0: np.ndarray
+    r1: np.ndarray
+    c0: np.ndarray
+    c1: np.ndarray
+    p_lo: np.ndarray
+    p_hi: np.ndarray
+    t_lo: np.ndarray
+    t_hi: np.ndarray
+    loss_lo: np.ndarray
+
+
+def _spans(n: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.arange(0, n, step)
+    return starts, np.minimum(starts + step, n)
+
+
+def _tile(groups: list[_Group], tile_elements: int) -> _Tiles:
+    """Cut each group's (nL, nC) cross join into near-square tiles of <= tile_elements."""
+    parts = []
+    for gi, g in enumerate(groups):
+        n_rows, n_cols = len(g.rows), len(g.cols)
+        tc = min(n_cols, max(1, math.isqrt(tile_elements)))
+        tr = min(n_rows, max(1, tile_elements // tc))
+        (rs, re), (cs, ce) = _spans(n_rows, tr), _spans(n_cols, tc)
+        # bounds per row span and per column span, (row spans,) and (column spans,); params are sorted
+        row_b = (
+            g.lp[rs],
+            g.lp[re - 1],
+            np.minimum.reduceat(g.lt, rs),
+            np.maximum.reduceat(g.lt, rs),
+            np.minimum.reduceat(g.ll, rs),
+        )
+        col_b = (
+            g.rp[cs],
+            g.rp[ce - 1],
+            np.minimum.reduceat(g.rt, cs),
+            np.maximum.reduceat(g.rt, cs),
+            np.minimum.reduceat(g.rl, cs),
+        )
+        grid = np.meshgrid(np.arange(len(rs)), np.arange(len(cs)), indexing="ij")
+        ri, ci = (x.ravel() for x in grid)
+        bounds = [a[ri] + b[ci] for a, b in zip(row_b, col_b)]
+        parts.append((np.full(len(ri), gi), rs[ri], re[ri], cs[ci], ce[ci], *bounds))
+    return _Tiles(*(np.concatenate(column) for column in zip(*parts)))
+
+
+@dataclass
+class _TopK:
+    """Running top-k of one budget under (loss, params, key); `key` is the flat combination index.
+
+    Pushed candidates wait in `pending` until there are k of them, so a large k costs
+    O(n log k) in all rather than a full sort per push; `threshold` only uses the merged part
+    (a valid, if looser, filter).
+    """
+
+    k: int
+    loss: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (<= k,) sorted
+    params: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    num_pending: int = 0
+    num_feasible: int = 0
+
+    @property
+    def threshold(self) -> float:
+        """Loss a new combination must not exceed to enter (ties may still win on params/key)."""
+        return float(self.loss[-1]) if len(self.loss) >= self.k else math.inf
+
+    def push(self, loss: np.ndarray, params: np.ndarray, key: np.ndarray) -> None:
+        self.pending.append((loss, params, key))
+        self.num_pending += len(loss)
+        if self.num_pending >= self.k:
+            self.merge()
+
+    def merge(self) -> None:
+        """Fold the pending candidates into the sorted top-k."""
+        if not self.pending:
+            return
+        loss, params, key = (
+            np.concatenate([mine, *parts])
+            for mine, *parts in zip((self.loss, self.params, self.key), *self.pending)
+        )
+        self.pending, self.num_pending = [], 0
+        if len(loss) > self.k:  # keep the k smallest losses and their ties before sorting
+            keep = loss <= np.partition(loss, self.k - 1)[self.k - 1]
+            loss, params, key = loss[keep], params[keep], key[keep]
+        order = np.lexsort((key, params, loss))[: self.k]
+        self.loss, self.params, self.key = loss[order], params[order], key[order]
+
+
+@dataclass
+class _Limits:
+    """A budget's limits in the dtypes they are compared in; None for an unset limit."""
+
+    params: int | None
+    latency: float | None
+
+    @classmethod
+    def of(cls, budget: Budget) -> _Limits:
+        p, params = budget.max_params, None
+        if p is not None:  # an integer is <= p iff it is <= floor(p); clipped to stay an int64
+            params = 2**62 if p >= 2**62 else -(2**62) if p <= -(2**62) else math.floor(p)
+        return cls(params, None if budget.max_latency is None else float(budget.max_latency))
+
+
+class _TileSums:
+    """Lazy (r, c) outer sums of one tile (loss, params, latency) written into reused buffers."""
+
+    def __init__(self, g: _Group, rows: slice, cols: slice, buffers: dict[str, np.ndarray]) -> None:
+        self.g, self.rows, self.cols, self.buffers = g, rows, cols, buffers
+        self.shape = (rows.stop - rows.start, cols.stop - cols.start)
+        self.size = self.shape[0] * self.shape[1]
+        self._cache: dict[str, np.ndarray] = {}
+
+    def buffer(self, name: str) -> np.ndarray:
+        """The named scratch buffer viewed as (r, c)."""
+        return self.buffers[name][: self.size].reshape(self.shape)
+
+    def _sum(self, name: str, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        if name not in self._cache:
+            self._cache[name] = np.add(left[self.rows, None], right[None, self.cols], out=self.buffer(name))
+        return self._cache[name]
+
+    @property
+    def loss(self) -> np.ndarray:
+        return self._sum("loss", self.g.ll, self.g.rl)
+
+    @property
+    def params(self) -> np.ndarray:
+        return self._sum("params", self.g.lp, self.g.rp)
+
+    @property
+    def latency(self) -> np.ndarray:
+        return self._sum("latency", self.g.lt, self.g.rt)
+
+
+def _classify(tiles: _Tiles, limits: list[_Limits]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tiles, budgets) masks from the exact bounds: no combination feasible; params / latency to check."""
+    shape = (len(tiles.group), len(limits))
+    none_ok, p_some, t_some = np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(shape, bool)
+    for b, lim in enumerate(limits):
+        if lim.params is not None:
+            none_ok[:, b] |= tiles.p_lo > lim.params
+            p_some[:, b] = tiles.p_hi > lim.params
+        if lim.latency is not None:
+            none_ok[:, b] |= tiles.t_lo > lim.latency
+            t_some[:, b] = tiles.t_hi > lim.latency
+    return none_ok, p_some, t_some
+
+
+def _feasible(sums: _TileSums, lim: _Limits, check_params: bool, check_latency: bool) -> np.ndarray | None:
+    """(r, c) mask of the tile's combinations within `lim`; None when the bounds say all are."""
+    mask = None
+    if check_params:
+        mask = np.less_equal(sums.params, lim.params, out=sums.buffer("mask"))
+    if check_latency:
+        if mask is None:
+            mask = np.less_equal(sums.latency, lim.latency, out=sums.buffer("mask"))
+        else:
+            np.logical_and(mask, np.less_equal(sums.latency, lim.latency, out=sums.buffer("sel")), out=mask)
+    return mask
+
+
+def _push_candidates(sums: _TileSums, mask: np.ndarray | None, state: _TopK, n_right: int) -> None:
+    """Push the tile's feasible combinations whose loss does not exceed the budget's threshold."""
+    tau, sel = state.threshold, mask
+    if tau < math.inf:
+        sel = np.less_equal(sums.loss, tau, out=sums.buffer("sel"))
+        if mask is not None:
+            np.logical_and(sel, mask, out=sel)
+    flat = np.arange(sums.size) if sel is None else np.flatnonzero(sel)
+    if len(flat):
+        g = sums.g
+        i, j = sums.rows.start + flat // sums.shape[1], sums.cols.start + flat % sums.shape[1]
+        state.push(g.ll[i] + g.rl[j], g.lp[i] + g.rp[j], g.rows[i] * n_right + g.cols[j])
+
+
+def _scan(
+    groups: list[_Group], tiles: _Tiles, limits: list[_Limits], states: list[_TopK], n_right: int
+) -> None:
+    """Visit the tiles (lowest loss bound first), counting feasible combinations and pushing candidates."""
+    none_ok, p_some, t_some = _classify(tiles, limits)
+    biggest = int(((tiles.r1 - tiles.r0) * (tiles.c1 - tiles.c0)).max())
+    dtypes = {"loss": np.float64, "params": np.int64, "latency": np.float64, "mask": bool, "sel": bool}
+    buffers = {name: np.empty(biggest, dtype) for name, dtype in dtypes.items()}
+    for t in np.argsort(tiles.loss_lo, kind="stable"):
+        active = np.flatnonzero(~none_ok[t])
+        if not len(active):
+            continue
+        rows, cols = slice(int(tiles.r0[t]), int(tiles.r1[t])), slice(int(tiles.c0[t]), int(tiles.c1[t]))
+        sums = _TileSums(groups[tiles.group[t]], rows, cols, buffers)
+        for b in active:
+            state = states[b]
+            mask = _feasible(sums, limits[b], p_some[t, b], t_some[t, b])
+            state.num_feasible += sums.size if mask is None else int(np.count_nonzero(mask))
+            if tiles.loss_lo[t] <= state.threshold:
+                _push_candidates(sums, mask, state, n_right)
+
+
+def _selection(
+    blocks: list[BlockTable], left: _Half, right: _Half, coupling: CouplingCosts, state: _TopK, budget: Budget
+) -> Selection:
+    """Decode the kept keys into block rows and recompute their costs in the scan's summation order."""
+    i, j = np.divmod(state.key, len(right))
+    lw, rw = left.last_w[i], right.first_w[j]
+    choice = np.concatenate(
+        [
+            np.stack(np.unravel_index(i, left.sizes), axis=1),
+            np.stack(np.unravel_index(j, right.sizes), axis=1)
+            if right.sizes
+            else np.zeros((len(i), 0), np.int64),
+        ],
+        axis=1,
+    ).astype(np.int64)
+    return Selection(
+        choice=choice,
+        index=_candidate_indices(blocks, choice),
+        loss=state.loss,
+        params=state.params,
+        flops=(left.flops[i] + _cross(coupling.flops, lw, rw)) + right.flops[j],
+        latency=(left.latency[i] + _cross(coupling.latency, lw, rw)) + right.latency[j],
+        num_feasible=state.num_feasible,
+        budget=budget,
+    )
+
+
+def top_k_per_budget(
+    blocks: list[BlockTable],
+    coupling: CouplingCosts,
+    budgets: list[Budget],
+    k: int = 100,
+    chunk_elements: int = 2**24,
+) -> dict[str, Selection]:
+    """For each budget, the k lowest-loss whole models (one candidate per block) that meet it.
+
+    Exact over all prod(M_n) combinations. Results are sorted by loss, then params, then the
+    lexicographic order of the choice. `chunk_elements` bounds the elements of one cross-join tile
+    (memory); tiles are also kept <= 2^16 elements for cache locality and tighter pruning.
+
+    Raises BudgetError for the first budget (in order) that one of its limits alone puts out of
+    reach, else for the first budget no combination meets; ValueError for bad arguments.
+    """
+    _validate(blocks, coupling, budgets, k)
+    if chunk_elements < 1:
+        raise ValueError(f"chunk_elements must be >= 1, got {chunk_elements}")
+    split = max(1, len(blocks) // 2)
+    left = _enumerate_half(blocks[:split], coupling, with_first=True)
+    right = _enumerate_half(blocks[split:], coupling, with_first=False)
+    groups = _groups(left, right, coupling)
+    min_params, min_latency = _smallest_costs(groups)
+    _check_limits_alone(budgets, min_params, min_latency)
+
+    tiles = _tile(groups, min(chunk_elements, _MAX_TILE_ELEMENTS))
+    states = [_TopK(k) for _ in budgets]
+    _scan(groups, tiles, [_Limits.of(b) for b in budgets], states, len(right))
+    for budget, state in zip(budgets, states):
+        state.merge()
+        if state.num_feasible == 0:
+            raise BudgetError(budget, min_params, min_latency)
+    return {b.name: _selection(blocks, left, right, coupling, s, b) for b, s in zip(budgets, states)}

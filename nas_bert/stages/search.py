@@ -1,0 +1,144 @@
+"""Stage 2: supernet training with progressive shrinking, then one architecture per budget.
+
+`run_search` = latency table -> supernet training with shrinking -> loss table -> vectorised
+multi-budget selection -> whole-model re-ranking -> architecture files, tables and plot.
+`search.select_from=<run dir>` skips training and selects from that run's supernet.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from nas_bert.lit.supernet import CHECKPOINT_KEY, check_same_space
+from nas_bert.search.approximation import (
+    VocabSpec, block_tables, budgets_from_config, coupling_costs, loss_table, rerank, select_feasible,
+)
+from nas_bert.search.latency import LatencyTable, candidate_latency, default_table_path, load_or_measure
+from nas_bert.search.report import COLUMNS, BudgetResult, architecture_file, log_results, pareto_plot, print_selected, rows
+from nas_bert.search.shrinking import read_alive
+from nas_bert.space import SearchSpace
+from nas_bert.stages.common import build_trainer, finish_loggers
+from nas_bert.stages.fit import prepare_module_and_data
+from nas_bert.stages.supernet import block_progress, print_progress
+from nas_bert.utils.batch import first_batches
+
+log = logging.getLogger(__name__)
+SHRINKING_STATE = "shrinking.json"
+
+
+class SearchBudgetError(ValueError):
+    """Some budgets were met by no architecture (the others were written)."""
+
+
+def latency_table_for(cfg: DictConfig, space: SearchSpace, vocab: VocabSpec) -> LatencyTable:
+    """Load the cached table for this space and device, or measure it (once per device)."""
+    lat = cfg.search.latency
+    device = lat.device
+    if device == "auto":
+        device = "cuda" if cfg.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available() else "cpu"
+    path = default_table_path(lat.dir, space, device, lat.batch_size, lat.seq_len)
+    table = load_or_measure(path, space, device, lat.batch_size, lat.seq_len, vocab.vocab_size, vocab.max_positions,
+                            lat.min_run_time, remeasure=lat.remeasure)
+    log.info("latency table: %s", path)
+    return table
+
+
+def vocab_of(model) -> VocabSpec:
+    config = model.teacher.model.config
+    return VocabSpec(config.vocab_size, getattr(config, "max_position_embeddings", 512),
+                     getattr(config, "type_vocab_size", 2))
+
+
+def load_supernet(model, run_dir: Path) -> Path:
+    """Load the supernet weights of a finished search run into `model` (same space required)."""
+    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"no supernet checkpoint at {ckpt_path}; search.select_from must be a search run dir")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    saved = ckpt.get(CHECKPOINT_KEY) or {}
+    check_same_space(SearchSpace.from_dict(saved["space"]), model.space, saved.get("teacher_hidden"),
+                     model.teacher.hidden_size)
+    model.load_state_dict(ckpt["state_dict"])
+    return ckpt_path
+
+
+def train_supernet(cfg: DictConfig, model, datamodule, table: LatencyTable, output_dir: Path):
+    """Supernet training with progressive shrinking; returns the trainer."""
+    shrinking = instantiate(cfg.search.shrinking, candidate_latency=candidate_latency(model.space, table),
+                            state_file=str(output_dir / SHRINKING_STATE))
+    trainer = build_trainer(cfg, [shrinking])
+    start = {}
+    if cfg.get("validate_before_training") and not cfg.get("ckpt_path"):
+        start = trainer.validate(model, datamodule=datamodule)[0]
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    end = trainer.validate(model, datamodule=datamodule)[0]
+    if trainer.is_global_zero and start:
+        print_progress(block_progress(start, end))
+    return trainer
+
+
+def select_architectures(cfg: DictConfig, model, datamodule, table: LatencyTable, run_dir: Path,
+                         output_dir: Path, loggers) -> list[BudgetResult]:
+    """Loss table, multi-budget selection, re-ranking; writes architectures/<budget>.yaml."""
+    sel, space = cfg.search.selection, model.space
+    alive = read_alive(run_dir / SHRINKING_STATE)
+    datamodule.setup("validate")
+    shrink = cfg.search.shrinking
+    skip = shrink.eval_batches * (shrink.eval_batch_size or datamodule.eval_batch_size)  # not used for shrinking
+    states, masks = model.reference_states(first_batches(datamodule.val_dataset, sel.batch_size,
+                                                         sel.loss_batches, offset=skip))
+    losses = loss_table(model, alive, states, masks)
+    vocab = vocab_of(model)
+    blocks = block_tables(space, alive, losses, table, sel.flops_seq_len)
+    coupling = coupling_costs(space, table, vocab, sel.flops_seq_len)
+    teacher_params = sum(p.numel() for p in model.teacher.parameters())
+    budgets = budgets_from_config(sel.budgets, teacher_params)
+    selections, errors = select_feasible(blocks, coupling, budgets, k=sel.top_t)
+    results = [BudgetResult(b, rerank(model, space, selections[b.name], states, masks),
+                            selections[b.name].num_feasible) for b in budgets if b.name in selections]
+
+    arch_dir = output_dir / "architectures"
+    written = [architecture_file(r, space, model.teacher.name_or_path, arch_dir) for r in results]
+    with open(output_dir / "candidates.csv", "w", newline="") as f:
+        csv.writer(f).writerows([COLUMNS, *rows(results)])
+    if results:
+        plot = pareto_plot(results, output_dir / "pareto.png")
+        print_selected(results)
+        log_results(loggers, results, plot)
+    for path in written:
+        log.info("architecture: %s", path)
+    if errors:
+        raise SearchBudgetError("\n".join(str(e) for e in errors)
+                                + f"\n(the other budgets were written: {[str(p) for p in written]})")
+    return results
+
+
+def run_search(cfg: DictConfig) -> dict[str, float]:
+    """The whole search stage; returns the final validation metrics and the selected models' losses."""
+    output_dir = Path(cfg.paths.output_dir)
+    model, datamodule = prepare_module_and_data(cfg)
+    table = latency_table_for(cfg, model.space, vocab_of(model))
+    table.save(output_dir / "latency_table.json")  # the table this run used, beside its outputs
+
+    select_from = cfg.search.get("select_from")
+    if select_from:
+        run_dir = Path(select_from)
+        load_supernet(model, run_dir)
+        trainer, metrics = build_trainer(cfg), {}
+    else:
+        run_dir = output_dir
+        trainer = train_supernet(cfg, model, datamodule, table, output_dir)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    try:
+        if trainer.is_global_zero:
+            results = select_architectures(cfg, model, datamodule, table, run_dir, output_dir, trainer.loggers)
+            metrics.update({f"search/{r.budget.name}/model_loss": r.best.model_loss for r in results})
+    finally:
+        finish_loggers(trainer)
+    return metrics
