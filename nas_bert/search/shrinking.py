@@ -150,6 +150,7 @@ class ProgressiveShrinking(L.Callback):
                     pl_module.log_dict({f"search/block{n}_score_min": float(all_scores.min()),
                                         f"search/block{n}_score_median": float(np.median(all_scores)),
                                         f"search/block{n}_score_max": float(all_scores.max())})
+                    log_histogram(trainer, f"search/block{n}_scores", all_scores)
         finally:
             pl_module.train(was_training)
         self.rounds += 1
@@ -157,6 +158,7 @@ class ProgressiveShrinking(L.Callback):
         counts = self.alive_per_bin()
         for n, row in enumerate(counts):
             pl_module.log(f"search/block{n}_alive", float(row.sum()))
+            pl_module.log_dict({f"search/alive/block{n}_bin{b}": float(c) for b, c in enumerate(row)})
         log.info("shrinking round %d: alive per block and bin\n%s", self.rounds, counts)
         if self.is_finished():
             self.done = True
@@ -201,6 +203,17 @@ class ProgressiveShrinking(L.Callback):
                              "set data.validation_files or data.validation_fraction")
         size = self.eval_batch_size or getattr(datamodule, "eval_batch_size", None) or 8
         return first_batches(dataset, size, self.eval_batches)
+
+
+def log_histogram(trainer: L.Trainer, key: str, values: np.ndarray) -> None:
+    """A score distribution, to W&B (other loggers get the min/median/max scalars only)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            import wandb
+
+            logger.experiment.log({key: wandb.Histogram(values), "trainer/global_step": trainer.global_step})
 
 
 def read_alive(state_file: str | Path) -> list[np.ndarray]:
