@@ -8,11 +8,11 @@ from pathlib import Path
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
-import nas_bert  # noqa: E402,F401  (registers config resolvers)
-from nas_bert.stages.fit import run_fit  # noqa: E402
+import nas_bert  # noqa: F401  (registers config resolvers)
+from nas_bert.stages.fit import run_fit
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from nas_bert.search.latency import cpu_model
 from nas_bert.search.selection import BlockTable, Budget, CouplingCosts, Selection, top_k_per_budget
 from nas_bert.space import SearchSpace, projection_flops, projection_params
 
@@ -32,17 +32,6 @@ SEQ_LEN = 128
 THROUGHPUT = 1e11  # FLOP/s of the synthetic latency model
 OP_OVERHEAD = 20e-6  # seconds per op (kernel launches, norms, activations)
 PARAM_BUDGETS = (5e6, 10e6, 30e6, 60e6)  # the paper's
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def load_space(name: str = "nas_bert") -> SearchSpace:
@@ -122,7 +111,7 @@ def budget_summary(sel: Selection) -> dict:
 
 
 def print_markdown(rows: list[dict]) -> None:
-    print(f"Selection speed ({cpu_name()}, {os.cpu_count()} CPUs, numpy {np.__version__})\n")
+    print(f"Selection speed ({cpu_model()}, {os.cpu_count()} CPUs, numpy {np.__version__})\n")
     print("| N x M | combinations | budgets | k | best time (s) | combinations/s |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -156,7 +145,7 @@ def main() -> None:
     rows = [selection_speed(n, args.candidates, args.k, args.repeats, args.seed) for n in args.blocks]
     print_markdown(rows)
     if args.json is not None:
-        args.json.write_text(json.dumps({"cpu": cpu_name(), "selection_speed": rows}, indent=2))
+        args.json.write_text(json.dumps({"cpu": cpu_model(), "selection_speed": rows}, indent=2))
 
 
 if __name__ == "__main__":

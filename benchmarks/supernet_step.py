@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import yaml
 
 from nas_bert.distill import masked_mse
 from nas_bert.lit.supernet import weight_decay_groups
+from nas_bert.search.latency import cpu_model
 from nas_bert.space import SearchSpace
 from nas_bert.supernet import Supernet
 
@@ -34,17 +34,6 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "space"
 
 def load_space(name: str) -> SearchSpace:
     return SearchSpace.from_dict(yaml.safe_load((CONF / f"{name}.yaml").read_text()))
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def make_step(model: torch.nn.Module, run_blocks, states, mask):
@@ -124,7 +113,7 @@ def main() -> None:
         teacher_s = timed(lambda: teacher(ids, mask), device, args.repeats)
         path_s = statistics.mean(r["supernet_s"] for r in rows)
         teacher_share = teacher_s / (teacher_s + path_s)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"space={args.space} teacher_width={args.teacher_width} batch={args.batch} seq_len={args.seq_len} "
           f"device={device_name} threads={torch.get_num_threads()} torch={torch.__version__}")
     print("| path params | standalone step (ms) | supernet step (ms) | ratio |")

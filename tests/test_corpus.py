@@ -177,7 +177,9 @@ def test_validation_fraction_split_is_deterministic(tmp_path):
     full = make(tmp_path, train_files=str(TRAIN), seq_len=8).train_dataset[:]["input_ids"]
     train, val = split(0)
     assert len(val) == -(-len(full) // 4) and len(train) + len(val) == len(full)
-    rows = lambda t: sorted(map(tuple, t.tolist()))
+    def rows(t: torch.Tensor) -> list[tuple[int, ...]]:
+        return sorted(map(tuple, t.tolist()))
+
     assert rows(torch.cat([train, val])) == rows(full)  # a partition of the packed sequences
     train2, val2 = split(0)
     assert torch.equal(train, train2) and torch.equal(val, val2)

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from nas_bert.search.approximation import (
-    VocabSpec, arch_of, block_tables, budgets_from_config, coupling_costs, select_feasible,
+    VocabSpec,
+    arch_of,
+    block_tables,
+    budgets_from_config,
+    coupling_costs,
+    select_feasible,
 )
 from nas_bert.search.latency import LatencyTable, predict_latency
 from nas_bert.search.selection import Budget

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas_bert.arch import Arch, BlockArch
+from nas_bert.arch import Arch, ArchitectureError, BlockArch
 from nas_bert.space import SearchSpace, projection_params
 from nas_bert.supernet import Supernet
 
@@ -64,10 +64,10 @@ def test_set_active_validates_and_drives_forward(net, tiny_space):
     net.set_active(arch)
     assert net.active == arch
     torch.testing.assert_close(net(states, mask), net(states, mask, arch))
-    with pytest.raises(Exception, match="hidden size 64 is not in the space"):
+    with pytest.raises(ArchitectureError, match="hidden size 64 is not in the space"):
         net.set_active(Arch(blocks=(BlockArch(64, ("mha", "ffn")),) * 3))
     with pytest.raises(RuntimeError, match="no active architecture"):
-        Supernet(tiny_space, WIDTH).active
+        _ = Supernet(tiny_space, WIDTH).active
 
 
 def test_sampling_is_a_function_of_the_seed(net):

@@ -10,15 +10,15 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-from lightning.pytorch.loggers import Logger, WandbLogger  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import matplotlib.pyplot as plt
+from lightning.pytorch.loggers import Logger, WandbLogger
+from rich.console import Console
+from rich.table import Table
 
-from nas_bert.arch import Arch  # noqa: E402
-from nas_bert.search.approximation import Ranked  # noqa: E402
-from nas_bert.search.selection import Budget  # noqa: E402
-from nas_bert.space import SearchSpace  # noqa: E402
+from nas_bert.arch import Arch
+from nas_bert.search.approximation import Ranked
+from nas_bert.search.selection import Budget
+from nas_bert.space import SearchSpace
 
 COLUMNS = ["budget", "selected", "approx_rank", "params_M", "gflops", "latency_ms", "approx_loss", "model_loss",
            "layers"]

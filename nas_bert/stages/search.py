@@ -17,10 +17,24 @@ from omegaconf import DictConfig
 
 from nas_bert.lit.supernet import CHECKPOINT_KEY, check_same_space
 from nas_bert.search.approximation import (
-    VocabSpec, block_tables, budgets_from_config, coupling_costs, loss_table, rerank, select_feasible,
+    VocabSpec,
+    block_tables,
+    budgets_from_config,
+    coupling_costs,
+    loss_table,
+    rerank,
+    select_feasible,
 )
 from nas_bert.search.latency import LatencyTable, candidate_latency, default_table_path, load_or_measure
-from nas_bert.search.report import COLUMNS, BudgetResult, architecture_file, log_results, pareto_plot, print_selected, rows
+from nas_bert.search.report import (
+    COLUMNS,
+    BudgetResult,
+    architecture_file,
+    log_results,
+    pareto_plot,
+    print_selected,
+    rows,
+)
 from nas_bert.search.shrinking import read_alive
 from nas_bert.space import SearchSpace
 from nas_bert.stages.common import build_trainer, finish_loggers
