@@ -1,12 +1,13 @@
 """Latency lookup table vs. measured latency of whole `StudentEncoder`s.
 
-Measures a latency table for a space, then builds `--models` whole students spread across the
-size range (random architectures with a seeded rng: per block a random width, a random depth,
-so identity slots are common, and random ops; a quarter with an explicit embedding size; sorted
-by parameters and taken evenly spaced), times each whole model the same way as the table's parts
-(eval, no_grad, mask of ones, least of `--rounds` quiet round-robin `Timer.blocked_autorange`
-medians, the process's thread count; see `time_calls`) and
-prints a Markdown table of predicted vs. measured latency and the mean absolute percentage error.
+Builds `--models` whole students spread across the size range (random architectures from a
+seeded rng: per block a random width, a random depth, so identity slots are common, and random
+ops; a quarter with an explicit embedding size; sorted by parameters and taken evenly spaced),
+then times the latency table's parts (`part_calls`) and the whole models in the same round-robin
+passes (`time_calls`: eval, no_grad, mask of ones, least of `--rounds` quiet
+`Timer.blocked_autorange` medians, the process's thread count), so a machine whose speed drifts
+(neighbours on a shared host) affects both alike. Prints a Markdown table of predicted vs.
+measured latency and the mean absolute percentage error (MAPE).
 
     python benchmarks/latency_prediction.py                          # MiniLM space, CPU, batch 8, T 128
     python benchmarks/latency_prediction.py --batch 1 --json out.json
@@ -27,13 +28,7 @@ import torch
 import yaml
 
 from nas_bert.arch import IDENTITY, Arch, BlockArch
-from nas_bert.search.latency import (
-    QUIET_SHARE,
-    LatencyTable,
-    measure_latency_table,
-    predict_latency,
-    time_calls,
-)
+from nas_bert.search.latency import QUIET_SHARE, assemble_table, part_calls, predict_latency, time_calls
 from nas_bert.space import SearchSpace
 from nas_bert.student import StudentEncoder, encoder_flops, encoder_params
 
@@ -76,23 +71,26 @@ def model_call(arch: Arch, space: SearchSpace, device: torch.device, batch: int,
 
 
 def describe(arch: Arch) -> str:
-    """Compact text: 'e96 | 128: mha ffn - - | ...' ('-' = identity)."""
+    """Compact text: 'e96 / 128: mha ffn - - / ...' ('-' = identity)."""
     blocks = [f"{b.hidden}: " + " ".join("-" if op == IDENTITY else op.replace("sepconv", "sc")
                                           for op in b.ops) for b in arch.blocks]
-    return f"e{arch.embed_size} | " + " | ".join(blocks)
+    return f"e{arch.embed_size} / " + " / ".join(blocks)
 
 
 def run(args: argparse.Namespace) -> dict:
     space, device = load_space(args.space), torch.device(args.device)
     start = time.perf_counter()
     load_before = os.getloadavg()
-    table: LatencyTable = measure_latency_table(space, device, args.batch, args.seq_len, args.vocab,
-                                                min_run_time=args.min_run_time, rounds=args.rounds,
-                                                max_rounds=args.max_rounds)
-    table_s = time.perf_counter() - start
+    shape = {"batch_size": args.batch, "seq_len": args.seq_len, "vocab_size": args.vocab, "max_positions": 512}
+    parts = part_calls(space, device, chain=args.chain, **shape)
     archs = stratified_archs(space, args.models, args.vocab, args.seed)
-    calls = [model_call(a, space, device, args.batch, args.seq_len, args.vocab) for a in archs]
-    measured_s, contention = time_calls(calls, args.min_run_time, args.rounds, args.max_rounds)
+    models = [model_call(a, space, device, args.batch, args.seq_len, args.vocab) for a in archs]
+    # parts and whole models are timed in the same round-robin passes, so drifting machine speed
+    # (neighbours on the host, frequency) affects both alike
+    seconds, contention = time_calls([*parts.values(), *models], args.min_run_time, args.rounds, args.max_rounds)
+    n = len(parts)
+    table = assemble_table(space, device, list(parts), seconds[:n], contention[:n], chain=args.chain, **shape)
+    measured_s, contention = seconds[n:], contention[n:]
     rows = []
     for arch, measured, share in zip(archs, measured_s, contention):
         predicted = predict_latency(arch, table, space)
@@ -106,7 +104,7 @@ def run(args: argparse.Namespace) -> dict:
     errors = np.array([r["error_pct"] for r in rows])
     return {
         "device": table.device, "space": space.name, "batch": args.batch, "seq_len": args.seq_len,
-        "table_seconds": table_s, "total_seconds": time.perf_counter() - start, "rows": rows,
+        "total_seconds": time.perf_counter() - start, "rows": rows,
         "mape_pct": float(np.abs(errors).mean()), "mean_error_pct": float(errors.mean()),
         "max_abs_error_pct": float(np.abs(errors).max()), "rounds": args.rounds,
         "loadavg_1min": [load_before[0], os.getloadavg()[0]], "table_contention": table.contention,
@@ -125,7 +123,7 @@ def print_report(result: dict) -> None:
         print(f"| {i} | {r['desc']} | {r['params_m']:.2f} | {r['gflops']:.2f} | {r['predicted_ms']:.3f} | "
               f"{r['measured_ms']:.3f} | {r['error_pct']:+.1f} |")
     print(f"\nMAPE {result['mape_pct']:.2f}% (mean signed error {result['mean_error_pct']:+.2f}%, "
-          f"max |error| {result['max_abs_error_pct']:.1f}%); table measured in {result['table_seconds']:.1f}s, "
+          f"max |error| {result['max_abs_error_pct']:.1f}%); "
           f"total {result['total_seconds']:.1f}s; 1-min load average {result['loadavg_1min'][0]:.2f} "
           f"-> {result['loadavg_1min'][1]:.2f}; worst other-process CPU share of a kept timing: table "
           f"{result['table_contention']:.0%}, models {result['models_contention']:.0%} (quiet: <= {QUIET_SHARE:.0%})")
@@ -142,6 +140,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="round-robin repeats; the least median counts")
     parser.add_argument("--max-rounds", type=int, default=6,
                         help="retry passes for timings taken while other processes used the CPUs")
+    parser.add_argument("--chain", type=int, default=4, help="copies of each op chained per timed call")
     parser.add_argument("--vocab", type=int, default=30522)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the full result here")

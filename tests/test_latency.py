@@ -30,7 +30,8 @@ from nas_bert.search.latency import (
 from nas_bert.space import SearchSpace
 
 SHAPE = {"batch_size": 2, "seq_len": 8}
-FAST = {**SHAPE, "vocab_size": 100, "max_positions": 16, "min_run_time": 0.01, "rounds": 1, "max_rounds": 1}
+FAST = {**SHAPE, "vocab_size": 100, "max_positions": 16, "min_run_time": 0.01, "rounds": 1, "max_rounds": 1,
+        "chain": 2}
 # Other processes may share the test machine; the contention warning is tested on its own below.
 pytestmark = pytest.mark.filterwarnings("ignore:latency table for space")
 
@@ -66,7 +67,7 @@ def test_table_has_every_part_with_positive_times(table: LatencyTable, tiny_spac
     assert all(0 < t < 1 for t in times)
     assert table.device["type"] == "cpu" and table.device["num_threads"] == torch.get_num_threads()
     assert table.space == tiny_space.to_dict() and (table.batch_size, table.seq_len) == (2, 8)
-    assert table.version == 1 and table.measured_at
+    assert table.version == 1 and table.measured_at and table.chain == 2
 
 
 def test_save_load_round_trip(table: LatencyTable, tmp_path: Path) -> None:
@@ -249,4 +250,19 @@ def test_measure_warns_when_never_quiet(tiny_space: SearchSpace, monkeypatch: py
     monkeypatch.setattr(latency, "timed_with_contention", lambda fn, t: (1e-3, 0.5))
     with pytest.warns(UserWarning, match=r"10 of 10 entries.*mha_16 \(50%\).*idle machine"):
         table = measure_latency_table(tiny_space, "cpu", **FAST)
-    assert table.contention == 0.5 and set(table.ops.values()) == {1e-3}
+    assert table.contention == 0.5 and set(table.ops.values()) == {1e-3 / FAST["chain"]}  # per copy
+
+
+@pytest.mark.parametrize("contention,message", [(0.5, "50% of the CPUs"), (None, "without a record")])
+def test_load_or_measure_replaces_a_contended_table_only_on_remeasure(table: LatencyTable, tiny_space: SearchSpace,
+                                                                       tmp_path: Path, contention: float | None,
+                                                                       message: str) -> None:
+    data = replace(table, contention=contention).to_dict()
+    if contention is None:  # tables written before contention was recorded lack the field
+        del data["contention"]
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match=message):
+        assert load_or_measure(path, tiny_space, "cpu", **FAST).contention == contention
+    fresh = load_or_measure(path, tiny_space, "cpu", **FAST, remeasure=True)
+    assert fresh.measured_at != table.measured_at and LatencyTable.load(path) == fresh
