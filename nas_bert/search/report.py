@@ -12,13 +12,13 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 from lightning.pytorch.loggers import Logger, WandbLogger
-from rich.console import Console
 from rich.table import Table
 
 from nas_bert.arch import Arch
 from nas_bert.search.approximation import Ranked
 from nas_bert.search.selection import Budget
 from nas_bert.space import SearchSpace
+from nas_bert.utils import wide_console
 
 COLUMNS = ["budget", "selected", "approx_rank", "params_M", "gflops", "latency_ms", "approx_loss", "model_loss",
            "layers"]
@@ -71,7 +71,7 @@ def print_selected(results: list[BudgetResult]) -> None:
                             for blk in b.arch.blocks)
         table.add_row(r.budget.name, f"{b.params / 1e6:.2f}M", f"{b.flops / 1e9:.2f}", f"{b.latency * 1e3:.2f} ms",
                       f"{b.approx_loss:.4f}", f"{b.model_loss:.4f}", f"{r.num_feasible:,}", blocks)
-    Console().print(table)
+    wide_console().print(table)
 
 
 def pareto_plot(results: list[BudgetResult], path: Path) -> Path:

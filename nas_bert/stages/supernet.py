@@ -7,11 +7,11 @@ import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
-from rich.console import Console
 from rich.table import Table
 
 from nas_bert.stages.common import finish_loggers
 from nas_bert.stages.fit import prepare
+from nas_bert.utils import wide_console
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def print_progress(rows: list[dict[str, float]]) -> None:
         table.add_column(col)
     for r in rows:
         table.add_row(r["metric"], f"{r['start']:.4f}", f"{r['end']:.4f}", f"{r['end'] / r['start']:.3f}")
-    Console().print(table)
+    wide_console().print(table)
 
 
 def run_supernet(cfg: DictConfig) -> dict[str, float]:
