@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from rich.table import Table
 
 from nas_bert.lit.supernet import CHECKPOINT_KEY, check_same_space
 from nas_bert.search.approximation import (
@@ -39,7 +40,7 @@ from nas_bert.search.shrinking import read_alive
 from nas_bert.space import SearchSpace
 from nas_bert.stages.common import build_trainer, finish_loggers
 from nas_bert.stages.fit import prepare_module_and_data
-from nas_bert.stages.supernet import block_progress, print_progress
+from nas_bert.utils import wide_console
 from nas_bert.utils.batch import first_batches
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,21 @@ SHRINKING_STATE = "shrinking.json"
 
 class SearchBudgetError(ValueError):
     """Some budgets were met by no architecture (the others were written)."""
+
+
+def block_progress(start: dict[str, float], end: dict[str, float]) -> list[dict[str, float]]:
+    """Per-block val MSE before and after training, from two validation results."""
+    return [{"metric": key, "start": start.get(key, float("nan")), "end": end[key]}
+            for key in sorted(k for k in end if k.startswith("val/block"))]
+
+
+def print_progress(rows: list[dict[str, float]]) -> None:
+    table = Table(title="Supernet: validation MSE on the reference path")
+    for col in ("metric", "step 0", "end", "end / step 0"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["metric"], f"{r['start']:.4f}", f"{r['end']:.4f}", f"{r['end'] / r['start']:.3f}")
+    wide_console().print(table)
 
 
 def latency_table_for(cfg: DictConfig, space: SearchSpace, vocab: VocabSpec) -> LatencyTable:
