@@ -7,5 +7,7 @@ from nas_bert.utils.resolvers import register_resolvers
 
 register_resolvers()
 
+import nas_bert.modeling  # noqa: E402,F401  (registers NasBertConfig / NasBert* with the transformers Auto classes)
+
 __all__ = ["Arch", "ArchitectureError", "BlockArch", "BlockStack", "SearchSpace", "Supernet"]
 __version__ = "0.1.0"
