@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from nas_bert.distill import masked_mse
-from nas_bert.lit.supernet import weight_decay_groups
+from nas_bert.lit.optim import weight_decay_groups
 from nas_bert.search.latency import cpu_model
 from nas_bert.space import SearchSpace
 from nas_bert.supernet import Supernet

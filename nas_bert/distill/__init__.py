@@ -1,5 +1,5 @@
 """Distillation losses."""
 
-from nas_bert.distill.losses import masked_mse
+from nas_bert.distill.losses import masked_mse, prediction_kd_loss, soft_cross_entropy
 
-__all__ = ["masked_mse"]
+__all__ = ["masked_mse", "prediction_kd_loss", "soft_cross_entropy"]

@@ -15,3 +15,34 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
         return per_token.mean()
     weights = mask.to(per_token.dtype)
     return (per_token * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
+    """T^2 * KL(teacher || student) of the softened distributions, averaged over the selected positions.
+
+    logits: (..., V); mask: (...) with 1 where the term counts. The T^2 factor keeps gradient scales
+    comparable across temperatures (Hinton et al.). Computed in fp32.
+    """
+    t = float(temperature)
+    log_p_student = torch.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_teacher = torch.log_softmax(teacher_logits.float() / t, dim=-1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)  # (...)
+    if mask is None:
+        return kl.mean() * t * t
+    weights = mask.to(kl.dtype)
+    return (kl * weights).sum() / weights.sum().clamp_min(1.0) * t * t
+
+
+def prediction_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                       kd_weight: float = 0.5, temperature: float = 1.0) -> dict[str, torch.Tensor]:
+    """NAS-BERT's two-stage KD loss on MLM logits: (1 - lambda) * MLM + lambda * KD.
+
+    Both terms are taken on the masked positions (labels != -100), where the MLM task is defined.
+    logits: (B, T, V); labels: (B, T). Returns the total and both parts.
+    """
+    masked = labels != -100  # (B, T)
+    mlm = torch.nn.functional.cross_entropy(student_logits.float()[masked], labels[masked]) if masked.any() \
+        else student_logits.sum() * 0.0
+    kd = soft_cross_entropy(student_logits, teacher_logits, temperature, masked)
+    return {"loss": (1.0 - kd_weight) * mlm + kd_weight * kd, "mlm": mlm, "kd": kd}

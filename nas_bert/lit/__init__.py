@@ -1,5 +1,6 @@
 """LightningModules, one per training stage."""
 
+from nas_bert.lit.pretrain import PretrainDistillation
 from nas_bert.lit.supernet import SupernetDistillation
 
-__all__ = ["SupernetDistillation"]
+__all__ = ["PretrainDistillation", "SupernetDistillation"]

@@ -15,25 +15,16 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch import nn
 
 from nas_bert.arch import Arch, ArchitectureError, BlockArch
 from nas_bert.distill import masked_mse
+from nas_bert.lit.optim import configure_optimization
 from nas_bert.space import SearchSpace
 from nas_bert.supernet import Supernet
 from nas_bert.teacher import Teacher
 
 Batch = dict[str, torch.Tensor]
 CHECKPOINT_KEY = "nas_bert"
-
-
-def weight_decay_groups(module: nn.Module) -> list[dict[str, Any]]:
-    """Two groups: matrices (decayed with the optimizer's weight_decay), biases and norms (not decayed)."""
-    decay, no_decay = [], []
-    for p in module.parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 class SupernetDistillation(L.LightningModule):
@@ -140,12 +131,7 @@ class SupernetDistillation(L.LightningModule):
             self.log(f"val/block{n}_mse", mse, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=weight_decay_groups(self.supernet))
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer,
-                                           num_training_steps=self.trainer.estimated_stepping_batches)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimization(self.supernet, self.trainer, self.optimizer_factory, self.scheduler_factory)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = {

@@ -1,0 +1,42 @@
+"""Students from the schema: searched architectures from `search.py`'s files, and hand-designed
+uniform BERT baselines of the same recipe (the paper's BERT-5/10/30/60) expressed as `Arch` too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas_bert.arch import FFN, MHA, Arch, ArchitectureError, BlockArch
+from nas_bert.modeling.configuration_nas_bert import NasBertConfig
+from nas_bert.modeling.modeling_nas_bert import NasBertForMaskedLM
+from nas_bert.space import SearchSpace
+
+
+def uniform_arch(num_layers: int, hidden: int, num_blocks: int = 1) -> Arch:
+    """A BERT of `num_layers` Transformer layers (MHA then FFN) at one width, split into blocks."""
+    if num_layers < 1 or num_blocks < 1 or num_layers % num_blocks:
+        raise ArchitectureError(f"{num_layers} layers do not split evenly into {num_blocks} blocks")
+    per_block = (MHA, FFN) * (num_layers // num_blocks)
+    return Arch(blocks=tuple(BlockArch(hidden, per_block) for _ in range(num_blocks)))
+
+
+def load_searched_arch(path: str | Path, space: SearchSpace | None = None) -> Arch:
+    """An architecture file written by `search.py`; with `space`, it must come from that space."""
+    arch = Arch.load(path)
+    if space is not None:
+        saved = arch.meta.get("space")
+        if saved is not None and SearchSpace.from_dict(saved) != space:
+            raise ArchitectureError(
+                f"{path} was searched in space {saved.get('name')!r}, not in the configured space {space.name!r}; "
+                f"set space={saved.get('name')} or use an architecture searched in {space.name!r}"
+            )
+        space.validate(arch)
+    return arch
+
+
+def build_student(arch: Arch, vocab_size: int, max_positions: int = 512, type_vocab_size: int = 2,
+                  head_dim: int = 64, ffn_ratio: int = 4, dropout: float = 0.1) -> NasBertForMaskedLM:
+    """A freshly initialised NAS-BERT student with an MLM head (pre-training from scratch, as in the paper)."""
+    config = NasBertConfig.from_arch(arch, vocab_size=vocab_size, max_position_embeddings=max_positions,
+                                     type_vocab_size=type_vocab_size, head_dim=head_dim, ffn_ratio=ffn_ratio,
+                                     hidden_dropout_prob=dropout)
+    return NasBertForMaskedLM(config)
