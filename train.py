@@ -1,6 +1,5 @@
-"""`python train.py`: fit the LightningModule and data configured in conf/train.yaml.
-
-Generic stage runner; see README.md for the stages and their configs.
+"""`python train.py`: pre-train a searched architecture with KD and export it (stage 3, the default),
+or, with `stage=fit`, fit any configured LightningModule. See README.md.
 """
 
 import os
@@ -13,11 +12,16 @@ from omegaconf import DictConfig
 
 import nas_bert  # noqa: F401  (registers config resolvers)
 from nas_bert.stages.fit import run_fit
+from nas_bert.stages.pretrain import run_pretrain
+
+STAGES = {"pretrain": run_pretrain, "fit": run_fit}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run_fit(cfg)
+    if cfg.stage not in STAGES:
+        raise ValueError(f"unknown stage {cfg.stage!r}; choose one of {sorted(STAGES)}")
+    metrics = STAGES[cfg.stage](cfg)
     return metrics.get(cfg.get("optimized_metric"))
 
 

@@ -98,7 +98,9 @@ def test_save_load_round_trip(fitted, tmp_path: Path) -> None:
 def test_vocab_mismatch_raises(minilm, corpus) -> None:
     _, tokenizer = minilm
     small = BertModel(
-        BertConfig(vocab_size=1000, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+        BertConfig(
+            vocab_size=1000, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
     )
     with pytest.raises(ValueError, match="Vocabulary size mismatch"):
         fit_mlm_head(small, tokenizer, corpus.train_dataloader(), steps=1)

@@ -108,10 +108,35 @@ def test_a_latency_table_of_another_space_is_refused(searched, tiny_teacher_dir)
 @pytest.mark.slow
 def test_train_entry_point_fits_the_configured_module(tmp_path, tiny_teacher_dir):
     result = run_search(tmp_path, "debug=fast", "space=tiny", f"teacher.name_or_path={tiny_teacher_dir}",
-                        script="train.py")
+                        "stage=fit", "model=supernet", "callbacks=supernet", script="train.py")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "run" / "config.yaml").read_text().startswith("task_name: train")
+
+
+@pytest.mark.slow
+def test_pretrain_exports_a_model_that_loads_with_from_pretrained(searched, tiny_teacher_dir):
+    """Stage 3 on stage 2's output: the searched tiny architecture, pre-trained with KD, exported."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    arch_file = sorted((searched / "run" / "architectures").glob("*.yaml"))[0]
+    common = ["debug=fast", "space=tiny", f"teacher.name_or_path={tiny_teacher_dir}", f"student.arch_file={arch_file}",
+              "student.max_positions=128", f"paths.cache_dir={searched / 'cache'}"]
+    result = run_search(searched, *common, script="train.py", run="pretrain")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = searched / "pretrain"
+    assert json.loads((run / "mlm_head.json").read_text())["mlm_head"] == "fitted"  # the tiny teacher has none
+    model = AutoModelForMaskedLM.from_pretrained(run / "model")
+    tokenizer = AutoTokenizer.from_pretrained(run / "model")
+    arch = Arch.load(arch_file)
+    assert sum(p.numel() for p in model.nas_bert.parameters()) == encoder_params(arch, 30522, 128) == arch.meta["params"]
+    logits = model(**tokenizer(["a compressed model"], return_tensors="pt")).logits
+    assert logits.shape[-1] == len(tokenizer)
+    again = run_search(searched, *common, script="train.py", run="pretrain_again")
+    assert again.returncode == 0 and json.loads((searched / "pretrain_again" / "mlm_head.json").read_text())[
+        "mlm_head"] == "cached"
+    missing = run_search(searched, *common[:-3], "student.arch_file=/no/arch.yaml", script="train.py", run="x")
+    assert missing.returncode != 0 and "run `python search.py` first" in missing.stderr
 
 
 @pytest.mark.slow

@@ -83,7 +83,9 @@ class TeacherMLMHead(nn.Module):
         """A head sized for ``encoder``, decoder initialised from its word embedding matrix."""
         weight = _word_embeddings(encoder)  # (V, D)
         eps = float(getattr(encoder.config, "layer_norm_eps", 1e-12))
-        return cls(weight.shape[1], weight.shape[0], eps, embedding_weight=weight, freeze_decoder=freeze_decoder)
+        return cls(
+            weight.shape[1], weight.shape[0], eps, embedding_weight=weight, freeze_decoder=freeze_decoder
+        )
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (without the weights), as saved next to them."""
@@ -149,9 +151,13 @@ def _check_vocab(encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
         raise ValueError(f"The tokenizer {type(tokenizer).__name__} has no [MASK] token; MLM needs one.")
 
 
-def _masker(tokenizer: PreTrainedTokenizerBase, mlm_probability: float, seed: int) -> DataCollatorForLanguageModeling:
+def _masker(
+    tokenizer: PreTrainedTokenizerBase, mlm_probability: float, seed: int
+) -> DataCollatorForLanguageModeling:
     """The library MLM collator with its own seeded generator (no global RNG use)."""
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=mlm_probability, seed=seed)
+    collator = DataCollatorForLanguageModeling(
+        tokenizer, mlm=True, mlm_probability=mlm_probability, seed=seed
+    )
     collator.generator = collator.get_generator(seed)
     return collator
 
@@ -173,7 +179,9 @@ def _mask_batch(
 
 
 @torch.no_grad()
-def _masked_hidden(encoder: PreTrainedModel, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+def _masked_hidden(
+    encoder: PreTrainedModel, inputs: dict[str, torch.Tensor], labels: torch.Tensor
+) -> torch.Tensor:
     """Frozen encoder's last hidden state at masked positions: ``(N_masked, D)`` fp32."""
     hidden = encoder(**inputs).last_hidden_state  # (B, T, D)
     return hidden[labels != _IGNORE_INDEX].float()  # (N, D)

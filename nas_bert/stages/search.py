@@ -149,6 +149,15 @@ def select_architectures(cfg: DictConfig, model, datamodule, table: LatencyTable
     return results
 
 
+def link_latest(output_dir: Path) -> None:
+    """`<runs dir>/../latest` -> this run, so the next stage finds it without a date in the path."""
+    link = output_dir.parent.parent / "latest"
+    tmp = link.with_name(".latest.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(output_dir.resolve(), target_is_directory=True)
+    tmp.replace(link)  # atomic
+
+
 def run_search(cfg: DictConfig) -> dict[str, float]:
     """The whole search stage; returns the final validation metrics and the selected models' losses."""
     output_dir = Path(cfg.paths.output_dir)
@@ -167,6 +176,7 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     try:
         if trainer.is_global_zero:
+            link_latest(output_dir)
             results = select_architectures(cfg, model, datamodule, table, run_dir, output_dir, trainer.loggers)
             metrics.update({f"search/{r.budget.name}/model_loss": r.best.model_loss for r in results})
     finally:
