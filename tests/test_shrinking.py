@@ -145,3 +145,21 @@ def test_ranks_split_the_scoring_and_agree_on_every_round(tiny_teacher_dir, tiny
     assert ranks[0]["alive"] == ranks[0]["module_alive"]  # training samples from the shrunk sets
     bins = assign_bins(tiny_space.candidate_params, tiny_space.candidate_flops(128).astype(float), 2)
     assert sum(len(a) for a in ranks[0]["alive"]) < 3 * int((bins >= 0).sum())  # rounds really pruned
+
+
+def test_resuming_a_finished_run_keeps_its_state_file(tiny_teacher_dir, tiny_space, tmp_path):
+    """The state file (what selection reads) must hold the restored sets, not the unshrunk ones."""
+    state = tmp_path / "shrinking.json"
+    data, module, shrinking = setup_run(tiny_teacher_dir, tiny_space, tmp_path, candidates_per_bin=100,
+                                        state_file=str(state))
+    t = make_trainer(tmp_path, [shrinking], max_epochs=30, enable_checkpointing=False)
+    t.fit(module, datamodule=data)
+    assert shrinking.done
+    t.save_checkpoint(tmp_path / "done.ckpt")
+    finished = json.loads(state.read_text())["alive"]
+
+    data, module, again = setup_run(tiny_teacher_dir, tiny_space, tmp_path, candidates_per_bin=100,
+                                    state_file=str(state))
+    make_trainer(tmp_path, [again], max_epochs=30, enable_checkpointing=False).fit(
+        module, datamodule=data, ckpt_path=tmp_path / "done.ckpt")
+    assert json.loads(state.read_text())["alive"] == finished == [a.tolist() for a in again.alive]

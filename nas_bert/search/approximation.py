@@ -144,12 +144,12 @@ class Ranked:
 @torch.no_grad()
 def rerank(module, space: SearchSpace, selection: Selection, states, masks) -> list[Ranked]:
     """The budget's top-T re-ranked by whole-model loss (best first; ties keep the approximate order)."""
+    archs = [arch_of(space, indices) for indices in selection.index]
     with eval_mode(module):
         ranked = [
-            Ranked(arch=arch_of(space, selection.index[r]), params=int(selection.params[r]),
-                   flops=int(selection.flops[r]), latency=float(selection.latency[r]),
-                   approx_loss=float(selection.loss[r]),
-                   model_loss=module.score_model(arch_of(space, selection.index[r]), states, masks), approx_rank=r)
-            for r in range(len(selection))
+            Ranked(arch=arch, params=int(selection.params[r]), flops=int(selection.flops[r]),
+                   latency=float(selection.latency[r]), approx_loss=float(selection.loss[r]),
+                   model_loss=module.score_model(arch, states, masks), approx_rank=r)
+            for r, arch in enumerate(archs)
         ]
     return sorted(ranked, key=lambda m: (m.model_loss, m.approx_rank))

@@ -128,11 +128,11 @@ class ProgressiveShrinking(L.Callback):
         if self.alive is None:
             kept = np.flatnonzero(self.bins >= 0)
             self.alive = [kept.copy() for _ in range(space.num_blocks)]
-        if trainer.is_global_zero:
-            self.write_state()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.alive = self.alive  # restored state included: training samples only alive candidates
+        if trainer.is_global_zero:
+            self.write_state()  # here, not in setup: a resumed run's state is restored only after setup
         if self.done:
             trainer.should_stop = True
 

@@ -47,6 +47,14 @@ def save_resolved_config(cfg: DictConfig, *dirs: str | Path) -> list[Path]:
     return written
 
 
+def start_run(cfg: DictConfig) -> Path:
+    """Seed everything and write the recipe; returns the run's output folder."""
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    save_resolved_config(cfg, output_dir, output_dir / "checkpoints")
+    return output_dir
+
+
 def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
     """Send the resolved config to every logger (W&B shows it as the run config)."""
     container = OmegaConf.to_container(cfg, resolve=True)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from nas_bert.stages.common import build_trainer, finish_loggers, save_resolved_config
+from nas_bert.stages.common import build_trainer, finish_loggers, start_run
 
 
 def prepare(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None,
@@ -20,9 +18,7 @@ def prepare(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None,
 
 
 def prepare_module_and_data(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule]:
-    L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
-    save_resolved_config(cfg, output_dir, output_dir / "checkpoints")
+    start_run(cfg)
     return instantiate(cfg.model), instantiate(cfg.data)
 
 

@@ -8,7 +8,6 @@ import logging
 import re
 from pathlib import Path
 
-import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from transformers import DataCollatorForLanguageModeling
@@ -16,8 +15,7 @@ from transformers import DataCollatorForLanguageModeling
 from nas_bert.arch import Arch
 from nas_bert.distill.mlm_teacher import prepare_mlm_teacher
 from nas_bert.modeling.students import build_student, load_searched_arch, uniform_arch
-from nas_bert.space import SearchSpace
-from nas_bert.stages.common import build_trainer, finish_loggers, save_resolved_config
+from nas_bert.stages.common import build_trainer, finish_loggers, start_run
 from nas_bert.utils.batch import first_batches
 
 log = logging.getLogger(__name__)
@@ -34,14 +32,11 @@ def student_arch(cfg: DictConfig) -> Arch:
             f"architecture file {path} does not exist: run `python search.py` first, or set "
             f"student.arch_file=<run>/architectures/<budget>.yaml (or student.baseline={{layers: 6, hidden: 256}})"
         )
-    space = instantiate(cfg.space) if cfg.get("space") else None
-    return load_searched_arch(path, space if isinstance(space, SearchSpace) else None)
+    return load_searched_arch(path, instantiate(cfg.space) if cfg.get("space") else None)
 
 
 def run_pretrain(cfg: DictConfig) -> dict[str, float]:
-    L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
-    save_resolved_config(cfg, output_dir, output_dir / "checkpoints")
+    output_dir = start_run(cfg)
     arch = student_arch(cfg)
 
     datamodule = instantiate(cfg.data)

@@ -16,7 +16,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.table import Table
 
-from nas_bert.lit.supernet import CHECKPOINT_KEY, check_same_space
 from nas_bert.search.approximation import (
     VocabSpec,
     block_tables,
@@ -91,9 +90,7 @@ def load_supernet(model, run_dir: Path) -> Path:
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"no supernet checkpoint at {ckpt_path}; search.select_from must be a search run dir")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    saved = ckpt.get(CHECKPOINT_KEY) or {}
-    check_same_space(SearchSpace.from_dict(saved["space"]), model.space, saved.get("teacher_hidden"),
-                     model.teacher.hidden_size)
+    model.on_load_checkpoint(ckpt)  # the same space and teacher-width checks as a resume
     model.load_state_dict(ckpt["state_dict"])
     return ckpt_path
 
