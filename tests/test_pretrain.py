@@ -75,3 +75,17 @@ def test_pretraining_with_kd_lowers_the_loss(tiny_teacher_dir, tmp_path):
     # (a random teacher's logits are nearly uniform, so the KD term starts near 0: check the total and MLM)
     assert after["val/loss"] < 0.8 * before["val/loss"] and after["val/mlm"] < before["val/mlm"], (before, after)
     assert all(not k.startswith("teacher") for k in module.state_dict())
+
+
+def test_a_tokenizer_that_is_not_the_teachers_is_refused(tiny_teacher_dir, tmp_path):
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    from nas_bert.stages.pretrain import check_tokenizer
+
+    check_tokenizer(AutoTokenizer.from_pretrained(tiny_teacher_dir), str(tiny_teacher_dir))  # the same: fine
+    vocab = (tiny_teacher_dir / "vocab.txt").read_text().splitlines()
+    vocab[2000], vocab[2001] = vocab[2001], vocab[2000]  # same size, two ids swapped
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    other = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    with pytest.raises(ValueError, match="does not match the teacher's vocabulary.*set data.tokenizer"):
+        check_tokenizer(other, str(tiny_teacher_dir))

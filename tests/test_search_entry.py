@@ -132,11 +132,39 @@ def test_pretrain_exports_a_model_that_loads_with_from_pretrained(searched, tiny
     assert sum(p.numel() for p in model.nas_bert.parameters()) == encoder_params(arch, 30522, 128) == arch.meta["params"]
     logits = model(**tokenizer(["a compressed model"], return_tensors="pt")).logits
     assert logits.shape[-1] == len(tokenizer)
-    again = run_search(searched, *common, script="train.py", run="pretrain_again")
-    assert again.returncode == 0 and json.loads((searched / "pretrain_again" / "mlm_head.json").read_text())[
-        "mlm_head"] == "cached"
+    # again, inheriting the supernet's weights and with the TinyBERT hidden-state term on
+    again = run_search(searched, *common, "student.init=supernet", "model.intermediate.hidden_weight=1.0",
+                       script="train.py", run="pretrain_again")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((searched / "pretrain_again" / "mlm_head.json").read_text())["mlm_head"] == "cached"
+    init = json.loads((searched / "pretrain_again" / "student_init.json").read_text())
+    assert init["init"] == "supernet" and init["ops"] == sum(b.depth for b in arch.blocks)
+    assert init["checkpoint"] == str(searched / "run" / "checkpoints" / "last.ckpt")
+    rows = list(csv.DictReader(open(searched / "pretrain_again" / "csv" / "metrics.csv")))
+    assert any(r.get("train/hidden_mse") for r in rows)
+
     missing = run_search(searched, *common[:-3], "student.arch_file=/no/arch.yaml", script="train.py", run="x")
     assert missing.returncode != 0 and "run `python search.py` first" in missing.stderr
+    unknown = run_search(searched, *common[:-3], f"student.search_run={searched / 'run'}", "student.budget=nope",
+                         script="train.py", run="y")
+    assert unknown.returncode != 0 and "budget 'nope' was not searched" in unknown.stderr
+    assert ", ".join(sorted(p.stem for p in (searched / "run" / "architectures").glob("*.yaml"))) in unknown.stderr
+
+
+@pytest.mark.slow
+def test_equal_size_baseline_pretrains_with_the_same_recipe(searched, tiny_teacher_dir):
+    arch_file = sorted((searched / "run" / "architectures").glob("*.yaml"))[-1]
+    result = run_search(searched, "debug=fast", "space=tiny", f"teacher.name_or_path={tiny_teacher_dir}",
+                        f"student.arch_file={arch_file}", "student.max_positions=128",
+                        "student.baseline={layers: 2, hidden: null, blocks: 1}", script="train.py", run="baseline")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((searched / "baseline" / "model" / "config.json").read_text())
+    target = Arch.load(arch_file).meta["params"]
+    ours = encoder_params(Arch.from_dict(config["arch"]), 30522, 128)
+    assert config["layers"] == [f"{op}_{config['hidden_size']}" for op in ("mha", "ffn")] * 2
+    for other in (config["hidden_size"] - 8, config["hidden_size"] + 8):  # the closest width (head_dim 8)
+        alt = encoder_params(Arch.from_dict({"blocks": [{"hidden": other, "ops": ["mha", "ffn"] * 2}]}), 30522, 128)
+        assert abs(ours - target) <= abs(alt - target)
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoModel, AutoModelForMaskedLM
+from transformers.modeling_outputs import MaskedLMOutput
 
 from nas_bert.distill.mlm_head import TeacherMLMHead, fit_mlm_head, mlm_loss
 from nas_bert.teacher import resolve_model_path
@@ -28,10 +29,11 @@ class EncoderWithMLMHead(nn.Module):
         self.encoder, self.head = encoder, head
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state  # (B, T, D)
-        return self.head(hidden)  # (B, T, V)
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False) -> MaskedLMOutput:
+        """`logits` (B, T, V); with output_hidden_states the encoder's L + 1 states (B, T, D)."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                           output_hidden_states=output_hidden_states)
+        return MaskedLMOutput(logits=self.head(out.last_hidden_state), hidden_states=out.hidden_states)
 
 
 def load_own_mlm_head(name_or_path: str) -> nn.Module | None:

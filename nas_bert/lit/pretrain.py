@@ -1,8 +1,10 @@
 """`PretrainDistillation`: pre-training a student with prediction-layer KD (NAS-BERT stage 3).
 
 loss = (1 - lambda) * MLM + lambda * T^2 * KL(teacher || student) on the MLM logits of the masked
-positions. The teacher (any module returning MLM logits, or an HF output with `.logits`) is frozen
-and kept outside the module tree: not DDP-wrapped, not checkpointed.
+positions, plus the optional intermediate terms of `nas_bert.distill.intermediate` (TinyBERT hidden
+states and attention scores, MiniLM attention and value relations), each switched on by a weight.
+The teacher (an HF masked-LM model, or any module returning logits) is frozen and kept outside the
+module tree: not DDP-wrapped, not checkpointed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from nas_bert.distill import prediction_kd_loss
+from nas_bert.distill.intermediate import IntermediateDistillation, Recorder
 from nas_bert.lit.optim import configure_optimization
 
 Batch = dict[str, torch.Tensor]
@@ -24,12 +27,19 @@ def logits_of(output: Any) -> torch.Tensor:
     return output.logits if hasattr(output, "logits") else output
 
 
+def encoder_config(teacher: nn.Module) -> Any:
+    """The HF config of a teacher's encoder (an `...ForMaskedLM` model or an encoder with a fitted head)."""
+    return teacher.config if hasattr(teacher, "config") else teacher.encoder.config
+
+
 class PretrainDistillation(L.LightningModule):
     """Trains `student` (an MLM model) on masked batches with KD from `teacher`'s MLM logits."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, kd_weight: float = 0.5,
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, intermediate: dict[str, Any] | None = None) -> None:
+        """`intermediate`: keyword arguments of `IntermediateDistillation` (hidden_weight, attention_weight,
+        minilm_weight, relation_heads); None or all weights 0 = prediction-layer KD only, as in the paper."""
         super().__init__()
         if not 0.0 <= kd_weight <= 1.0 or temperature <= 0:
             raise ValueError(f"kd_weight must be in [0, 1] and temperature > 0, got {kd_weight}, {temperature}")
@@ -40,23 +50,39 @@ class PretrainDistillation(L.LightningModule):
         object.__setattr__(self, "teacher", teacher)  # outside the module tree
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.kd_weight, self.temperature = kd_weight, temperature
+        config = encoder_config(teacher)
+        terms = IntermediateDistillation(
+            student.config.to_arch(), config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
+            **dict(intermediate or {}))
+        self.intermediate = terms if terms.active else None
+        modules = terms.recorded_modules(student, teacher) if terms.active else ({}, {})
+        self.student_recorder, self.teacher_recorder = Recorder(modules[0]), Recorder(modules[1])
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-        student_logits = logits_of(self.student(**inputs))  # (B, T, V)
+        deep = self.intermediate is not None
+        with self.student_recorder.recording() as student_qkv:
+            student_out = self.student(**inputs, output_hidden_states=deep)
         if next(self.teacher.parameters()).device != batch["input_ids"].device:
             self.teacher.to(batch["input_ids"].device)
-        with torch.no_grad():
-            teacher_logits = logits_of(self.teacher(**inputs))  # (B, T, V)
+        with torch.no_grad(), self.teacher_recorder.recording() as teacher_qkv:
+            teacher_out = self.teacher(**inputs, output_hidden_states=True) if deep else self.teacher(**inputs)
+        student_logits, teacher_logits = logits_of(student_out), logits_of(teacher_out)  # (B, T, V) each
         if teacher_logits.shape != student_logits.shape:
             raise ValueError(f"teacher logits {tuple(teacher_logits.shape)} and student logits "
                              f"{tuple(student_logits.shape)} differ: student and teacher need the same vocabulary")
-        return prediction_kd_loss(student_logits, teacher_logits, batch["labels"], self.kd_weight, self.temperature)
+        parts = prediction_kd_loss(student_logits, teacher_logits, batch["labels"], self.kd_weight, self.temperature)
+        if deep:
+            mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
+            extra = self.intermediate(list(student_out.hidden_states), teacher_out.hidden_states, student_qkv,
+                                      teacher_qkv, mask)
+            parts = {**parts, **extra, "loss": parts["loss"] + extra["intermediate"]}
+        return parts
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         parts = self.losses(batch)
         self.log("train/loss", parts["loss"], prog_bar=True)
-        self.log_dict({"train/mlm": parts["mlm"], "train/kd": parts["kd"]})
+        self.log_dict({f"train/{k}": v for k, v in parts.items() if k != "loss"})
         return parts["loss"]
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -64,4 +90,5 @@ class PretrainDistillation(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in parts.items()}, prog_bar=False, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return configure_optimization(self.student, self.trainer, self.optimizer_factory, self.scheduler_factory)
+        # `self` holds the student and the intermediate projections; the teacher is outside the module tree
+        return configure_optimization(self, self.trainer, self.optimizer_factory, self.scheduler_factory)

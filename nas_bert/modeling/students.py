@@ -9,6 +9,7 @@ from nas_bert.arch import FFN, MHA, Arch, ArchitectureError, BlockArch
 from nas_bert.modeling.configuration_nas_bert import NasBertConfig
 from nas_bert.modeling.modeling_nas_bert import NasBertForMaskedLM
 from nas_bert.space import SearchSpace
+from nas_bert.student import encoder_params
 
 
 def uniform_arch(num_layers: int, hidden: int, num_blocks: int = 1) -> Arch:
@@ -19,8 +20,46 @@ def uniform_arch(num_layers: int, hidden: int, num_blocks: int = 1) -> Arch:
     return Arch(blocks=tuple(BlockArch(hidden, per_block) for _ in range(num_blocks)))
 
 
+def equal_size_baseline(target_params: int, num_layers: int, vocab_size: int, max_positions: int = 512,
+                        head_dim: int = 64, ffn_ratio: int = 4, num_blocks: int = 1) -> Arch:
+    """The uniform BERT of `num_layers` layers whose parameter count is closest to `target_params`
+    (hidden a multiple of `head_dim`), as the paper's equal-size baselines (e.g. 10M -> L6 H256)."""
+    def size(hidden: int) -> int:
+        return encoder_params(uniform_arch(num_layers, hidden, num_blocks), vocab_size, max_positions,
+                              ffn_ratio=ffn_ratio)
+
+    hidden = head_dim
+    while size(hidden + head_dim) <= target_params:
+        hidden += head_dim
+    best = min((hidden, hidden + head_dim), key=lambda h: abs(size(h) - target_params))
+    return uniform_arch(num_layers, best, num_blocks)
+
+
+def searched_arch_file(run_dir: str | Path, budget: str) -> Path:
+    """`<run_dir>/architectures/<budget>.yaml`, or an error naming the budgets that run searched."""
+    run_dir = Path(run_dir)
+    path = run_dir / "architectures" / f"{budget}.yaml"
+    if path.is_file():
+        return path
+    if not run_dir.is_dir():
+        raise FileNotFoundError(
+            f"search run {run_dir} does not exist: run `python search.py` first, or set student.search_run to a "
+            f"search run folder (or student.baseline.layers/hidden for a hand-designed student)"
+        )
+    searched = sorted(p.stem for p in (run_dir / "architectures").glob("*.yaml"))
+    raise FileNotFoundError(
+        f"budget {budget!r} was not searched in {run_dir}; searched budgets: {', '.join(searched) or 'none'}. "
+        f"Set student.budget to one of them (or re-run search.py with that budget)"
+    )
+
+
 def load_searched_arch(path: str | Path, space: SearchSpace | None = None) -> Arch:
     """An architecture file written by `search.py`; with `space`, it must come from that space."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"architecture file {path} does not exist: run `python search.py` first, or point student.arch_file "
+            f"at <search run>/architectures/<budget>.yaml"
+        )
     arch = Arch.load(path)
     if space is not None:
         saved = arch.meta.get("space")

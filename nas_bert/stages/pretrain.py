@@ -10,37 +10,87 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from transformers import DataCollatorForLanguageModeling
+from transformers import AutoTokenizer, DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 
 from nas_bert.arch import Arch
 from nas_bert.distill.mlm_teacher import prepare_mlm_teacher
-from nas_bert.modeling.students import build_student, load_searched_arch, uniform_arch
+from nas_bert.inherit import inherit_from_supernet, load_supernet_checkpoint
+from nas_bert.modeling.students import (
+    build_student,
+    equal_size_baseline,
+    load_searched_arch,
+    searched_arch_file,
+    uniform_arch,
+)
 from nas_bert.stages.common import build_trainer, finish_loggers, start_run
+from nas_bert.student import encoder_params
+from nas_bert.teacher import resolve_model_path
 from nas_bert.utils.batch import first_batches
 
 log = logging.getLogger(__name__)
 
 
-def student_arch(cfg: DictConfig) -> Arch:
-    """The searched architecture file, or the uniform baseline `student.baseline` = {layers, hidden}."""
+def searched_arch(cfg: DictConfig) -> tuple[Arch, Path]:
+    """The architecture `search.py` selected: `student.arch_file`, or `student.search_run` + `student.budget`."""
     student = cfg.student
-    if student.get("baseline"):
-        return uniform_arch(student.baseline.layers, student.baseline.hidden, student.baseline.get("blocks", 1))
-    path = Path(student.arch_file)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"architecture file {path} does not exist: run `python search.py` first, or set "
-            f"student.arch_file=<run>/architectures/<budget>.yaml (or student.baseline={{layers: 6, hidden: 256}})"
+    path = Path(student.arch_file) if student.get("arch_file") else searched_arch_file(student.search_run,
+                                                                                         student.budget)
+    return load_searched_arch(path, instantiate(cfg.space) if cfg.get("space") else None), path
+
+
+def student_arch(cfg: DictConfig, vocab_size: int) -> Arch:
+    """The searched architecture, or the uniform baseline `student.baseline` = {layers, hidden, blocks};
+    `hidden: null` picks the width whose size is closest to the searched architecture's (equal size)."""
+    student, baseline = cfg.student, cfg.student.get("baseline")
+    if not baseline:
+        return searched_arch(cfg)[0]
+    if baseline.get("hidden"):
+        return uniform_arch(baseline.layers, baseline.hidden, baseline.get("blocks", 1))
+    target = encoder_params(searched_arch(cfg)[0], vocab_size, student.max_positions, ffn_ratio=student.ffn_ratio)
+    arch = equal_size_baseline(target, baseline.layers, vocab_size, student.max_positions, student.head_dim,
+                               student.ffn_ratio, baseline.get("blocks", 1))
+    log.info("equal-size baseline for %s parameters: %d layers x hidden %d", f"{target:,}", baseline.layers,
+             arch.blocks[0].hidden)
+    return arch
+
+
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase, teacher: str) -> None:
+    """The data's tokenizer must be the teacher's: KD compares logits over the same vocabulary."""
+    try:
+        expected = AutoTokenizer.from_pretrained(resolve_model_path(teacher))
+    except (OSError, ValueError):
+        return  # the teacher ships no tokenizer: the logits shapes are still checked at the first step
+    if tokenizer.get_vocab() != expected.get_vocab():
+        ours, theirs = tokenizer.get_vocab(), expected.get_vocab()
+        differ = sorted(set(ours.items()) ^ set(theirs.items()), key=lambda kv: kv[1])[:3]
+        raise ValueError(
+            f"the data tokenizer ({len(ours)} tokens) does not match the teacher's vocabulary ({len(theirs)} tokens; "
+            f"e.g. {differ}); set data.tokenizer to the teacher's tokenizer (teacher.tokenizer)"
         )
-    return load_searched_arch(path, instantiate(cfg.space) if cfg.get("space") else None)
+
+
+def supernet_checkpoint(cfg: DictConfig) -> Path | None:
+    """The checkpoint to inherit from when `student.init=supernet` (checked before any training), else None."""
+    init = cfg.student.get("init", "scratch")
+    if init not in ("scratch", "supernet"):
+        raise ValueError(f"student.init must be scratch or supernet, got {init!r}")
+    if init == "scratch":
+        return None
+    ckpt = cfg.student.get("supernet_checkpoint")
+    path = Path(ckpt) if ckpt else searched_arch(cfg)[1].parent.parent / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"student.init=supernet: no supernet checkpoint at {path}; set "
+                                f"student.supernet_checkpoint to a search run's checkpoints/last.ckpt")
+    return path
 
 
 def run_pretrain(cfg: DictConfig) -> dict[str, float]:
     output_dir = start_run(cfg)
-    arch = student_arch(cfg)
-
     datamodule = instantiate(cfg.data)
     tokenizer = datamodule.tokenizer
+    check_tokenizer(tokenizer, cfg.teacher.name_or_path)
+    arch = student_arch(cfg, len(tokenizer))
+    inherit_from = supernet_checkpoint(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     head = cfg.mlm_head
@@ -56,6 +106,11 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
     s = cfg.student
     student = build_student(arch, vocab_size=len(tokenizer), max_positions=s.max_positions, head_dim=s.head_dim,
                             ffn_ratio=s.ffn_ratio, dropout=s.dropout)
+    init = {"init": "scratch"}
+    if inherit_from is not None:
+        init = {"init": "supernet", "checkpoint": str(inherit_from),
+                **inherit_from_supernet(student, load_supernet_checkpoint(inherit_from), teacher)}
+    (output_dir / "student_init.json").write_text(json.dumps(init, indent=2))
     module = instantiate(cfg.model, student=student, teacher=teacher)
     trainer = build_trainer(cfg)
     try:

@@ -1,0 +1,152 @@
+"""GLUE metrics (as Hugging Face `run_glue` reports them), loyalty to the teacher, and the GLUE average.
+
+Values are fractions in [0, 1] (correlations in [-1, 1]), not percentages.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+from torchmetrics.functional import pearson_corrcoef, spearman_corrcoef
+from torchmetrics.functional.classification import (
+    binary_f1_score,
+    binary_matthews_corrcoef,
+    multiclass_accuracy,
+)
+
+from nas_bert.metrics.dedup import DedupMetric
+from nas_bert.metrics.loyalty import label_loyalty, prob_loyalty, regression_loyalty
+
+
+@dataclass(frozen=True)
+class TaskMetrics:
+    num_labels: int  # 1: regression
+    metrics: tuple[str, ...]
+
+    @property
+    def is_regression(self) -> bool:
+        return self.num_labels == 1
+
+
+GLUE_TASKS: dict[str, TaskMetrics] = {
+    "cola": TaskMetrics(2, ("matthews_correlation",)),
+    "sst2": TaskMetrics(2, ("accuracy",)),
+    "mrpc": TaskMetrics(2, ("f1", "accuracy")),
+    "qqp": TaskMetrics(2, ("f1", "accuracy")),
+    "stsb": TaskMetrics(1, ("pearson", "spearmanr")),
+    "mnli": TaskMetrics(3, ("accuracy",)),  # "mnli" is the matched validation set
+    "mnli_matched": TaskMetrics(3, ("accuracy",)),
+    "mnli_mismatched": TaskMetrics(3, ("accuracy",)),
+    "qnli": TaskMetrics(2, ("accuracy",)),
+    "rte": TaskMetrics(2, ("accuracy",)),
+    "wnli": TaskMetrics(2, ("accuracy",)),
+}
+_ALIASES = {re.sub(r"[^a-z0-9]", "", k): k for k in GLUE_TASKS} | {"mnlim": "mnli_matched",
+                                                                    "mnlimm": "mnli_mismatched"}
+
+
+def canonical_task(task: str) -> str:
+    """Task name as a key of GLUE_TASKS, ignoring case and punctuation ('SST-2', 'STS-B', 'MNLI-mm')."""
+    name = _ALIASES.get(re.sub(r"[^a-z0-9]", "", task.lower()), task)
+    if name not in GLUE_TASKS:
+        raise ValueError(f"unknown GLUE task {task!r}; expected one of {sorted(GLUE_TASKS)}")
+    return name
+
+
+def glue_scores(task: str, logits: Tensor, labels: Tensor) -> dict[str, float]:
+    """The task's metrics from logits (N, C) (regression: (N, 1) or (N,)) and labels (N,)."""
+    spec = GLUE_TASKS[canonical_task(task)]
+    if spec.is_regression:
+        preds, target = logits.reshape(-1).double(), labels.reshape(-1).double()  # (N,)
+        return {"pearson": pearson_corrcoef(preds, target).item(),
+                "spearmanr": spearman_corrcoef(preds, target).item()}
+    preds, target = logits.argmax(-1), labels.reshape(-1).long()  # (N,)
+    out: dict[str, float] = {}
+    for name in spec.metrics:
+        if name == "accuracy":
+            out[name] = multiclass_accuracy(preds, target, num_classes=logits.shape[-1], average="micro").item()
+        elif name == "f1":
+            out[name] = binary_f1_score(preds, target).item()  # positive class 1
+        elif name == "matthews_correlation":
+            # scikit-learn (what the GLUE/HF metric uses) gives 0 when either side is constant; torchmetrics
+            # gives 1 when both are the same constant.
+            constant = preds.unique().numel() < 2 or target.unique().numel() < 2
+            out[name] = 0.0 if constant else binary_matthews_corrcoef(preds, target).item()
+    return out
+
+
+class GlueMetrics(DedupMetric):
+    """A GLUE task's metrics over the eval set, each example counted once (also under DDP padding).
+
+    `compute()` returns a dict of floats: the task metrics (`accuracy`, `f1`, `matthews_correlation`,
+    `pearson`, `spearmanr` as the task has them), `combined_score` (their mean, as `run_glue`), and, when
+    teacher logits were given, `label_loyalty` and `prob_loyalty` (classification) or only `label_loyalty`
+    = 1 - mean(min(|student - teacher|, R) / R) with R = `value_range` (regression, see `loyalty.py`); and
+    `num_examples`, the number of distinct examples seen.
+    """
+
+    higher_is_better = True
+
+    def __init__(self, task: str, num_labels: int | None = None, is_regression: bool | None = None,
+                 value_range: float = 5.0, **kwargs: Any) -> None:
+        super().__init__(fields=("logits", "labels", "teacher_logits"), **kwargs)
+        self.task = canonical_task(task)
+        spec = GLUE_TASKS[self.task]
+        if num_labels is not None and num_labels != spec.num_labels:
+            raise ValueError(f"{self.task} has {spec.num_labels} labels, got num_labels={num_labels}")
+        if is_regression is not None and is_regression != spec.is_regression:
+            raise ValueError(f"{self.task} is{'' if spec.is_regression else ' not'} a regression task")
+        self.num_labels, self.is_regression, self.value_range = spec.num_labels, spec.is_regression, value_range
+
+    def update(self, idx: Tensor, logits: Tensor, labels: Tensor,  # type: ignore[override]
+               teacher_logits: Tensor | None = None) -> None:
+        """idx (B,) int64; logits and teacher_logits (B, C) (regression: (B, 1) or (B,)); labels (B,)."""
+        n = idx.numel()
+        super().update(idx, logits=logits.reshape(n, -1), labels=labels.reshape(n),
+                       teacher_logits=None if teacher_logits is None else teacher_logits.reshape(n, -1))
+
+    def compute(self) -> dict[str, float]:  # type: ignore[override]
+        rows = self.rows()
+        logits = rows["logits"]  # (N, C)
+        out = glue_scores(self.task, logits, rows["labels"])
+        out["combined_score"] = sum(out.values()) / len(out)
+        teacher = rows.get("teacher_logits")  # (N, C) or absent
+        if teacher is not None:
+            if self.is_regression:
+                out["label_loyalty"] = regression_loyalty(logits[:, 0], teacher[:, 0], self.value_range)
+            else:
+                out["label_loyalty"] = label_loyalty(logits, teacher)
+                out["prob_loyalty"] = prob_loyalty(logits, teacher)
+        out["num_examples"] = int(rows["idx"].numel())
+        return out
+
+
+def glue_average(results: dict[str, dict[str, float]]) -> float:
+    """The GLUE score: the mean over tasks of each task's `combined_score` (mean of its metrics).
+
+    As on the GLUE leaderboard, MNLI is one task whose score is the mean of its matched (`mnli` or
+    `mnli_matched`) and mismatched (`mnli_mismatched`) accuracies, whichever of the two are given. Only the
+    tasks passed are averaged: leave out WNLI for the average most papers (BERT, NAS-BERT) report.
+    """
+    scores: dict[str, float] = {}
+    mnli: dict[str, float] = {}
+    for task, metrics in results.items():
+        name = canonical_task(task)
+        score = metrics.get("combined_score")
+        if score is None:
+            score = sum(metrics[m] for m in GLUE_TASKS[name].metrics) / len(GLUE_TASKS[name].metrics)
+        if name.startswith("mnli"):
+            part = "mismatched" if name == "mnli_mismatched" else "matched"
+            if part in mnli:
+                raise ValueError(f"MNLI {part} given twice")
+            mnli[part] = float(score)
+        else:
+            scores[name] = float(score)
+    if mnli:
+        scores["mnli"] = sum(mnli.values()) / len(mnli)
+    if not scores:
+        raise ValueError("no GLUE results to average")
+    return sum(scores.values()) / len(scores)
