@@ -1,5 +1,6 @@
-"""`python train.py`: pre-train a searched architecture with KD and export it (stage 3, the default),
-or, with `stage=fit`, fit any configured LightningModule. See README.md.
+"""`python train.py`: pre-train a searched architecture with KD and export it (stage 3, the default);
+`experiment=finetune_glue` / `finetune_squad` fine-tune a model with task KD (stage 4); `stage=fit` fits
+any configured LightningModule. See README.md.
 """
 
 import os
@@ -11,10 +12,11 @@ import hydra
 from omegaconf import DictConfig
 
 import nas_bert  # noqa: F401  (registers config resolvers)
+from nas_bert.stages.finetune import run_finetune
 from nas_bert.stages.fit import run_fit
 from nas_bert.stages.pretrain import run_pretrain
 
-STAGES = {"pretrain": run_pretrain, "fit": run_fit}
+STAGES = {"pretrain": run_pretrain, "finetune": run_finetune, "fit": run_fit}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

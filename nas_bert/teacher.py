@@ -22,19 +22,22 @@ class TeacherError(ValueError):
     """A teacher that cannot be loaded or cannot be cut into the requested blocks."""
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """A local directory (must exist) or a hub id, returned as a string for `from_pretrained`."""
+def resolve_model_path(name_or_path: str, what: str = "teacher", setting: str = "teacher.name_or_path") -> str:
+    """A local directory (must exist) or a hub id, returned as a string for `from_pretrained`.
+
+    `what` / `setting` name the model and the config key in error messages.
+    """
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise TeacherError(
-                f"teacher directory {path} has no config.json; point teacher.name_or_path at a directory "
+                f"{what} directory {path} has no config.json; point {setting} at a directory "
                 f"written by save_pretrained (or at a hub id such as bert-base-uncased)"
             )
         return str(path)
     if name_or_path.startswith((".", "/", "~")) or path.is_absolute():
         raise FileNotFoundError(
-            f"teacher path {name_or_path} does not exist; set teacher.name_or_path to an existing "
+            f"{what} path {name_or_path} does not exist; set {setting} to an existing "
             f"save_pretrained directory or to a hub id such as bert-base-uncased"
         )
     return name_or_path

@@ -122,9 +122,10 @@ def test_pretrain_exports_a_model_that_loads_with_from_pretrained(searched, tiny
     arch_file = sorted((searched / "run" / "architectures").glob("*.yaml"))[0]
     common = ["debug=fast", "space=tiny", f"teacher.name_or_path={tiny_teacher_dir}", f"student.arch_file={arch_file}",
               "student.max_positions=128", f"paths.cache_dir={searched / 'cache'}"]
-    result = run_search(searched, *common, script="train.py", run="pretrain")
+    result = run_search(searched, *common, "export_onnx=true", script="train.py", run="pretrain")
     assert result.returncode == 0, result.stderr[-3000:]
     run = searched / "pretrain"
+    assert (run / "model" / "model.onnx").is_file() and "onnxruntime matches PyTorch" in result.stdout + result.stderr
     assert json.loads((run / "mlm_head.json").read_text())["mlm_head"] == "fitted"  # the tiny teacher has none
     model = AutoModelForMaskedLM.from_pretrained(run / "model")
     tokenizer = AutoTokenizer.from_pretrained(run / "model")

@@ -123,4 +123,10 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
         student.save_pretrained(export_dir)
         tokenizer.save_pretrained(export_dir)
         log.info("exported the student (%s parameters) to %s", f"{student.num_parameters():,}", export_dir)
+        if cfg.get("export_onnx"):
+            from nas_bert.modeling.onnx_export import check_onnx, export_onnx
+
+            onnx_path = export_onnx(student.nas_bert, export_dir / "model.onnx")
+            log.info("ONNX encoder %s: onnxruntime matches PyTorch within %.1e", onnx_path,
+                     check_onnx(student.nas_bert, onnx_path))
     return {k: float(v) for k, v in metrics.items()}

@@ -1,0 +1,227 @@
+"""Fine-tuning with optional task KD (NAS-BERT stage 4), for any HF encoder with a task head.
+
+loss = (1 - lambda) * task loss + lambda * KD, KD = T^2 * KL(teacher || student) on the logits
+(MSE for regression). The teacher is a fine-tuned model of the same task, frozen, outside the
+module tree; its training logits are computed on the fly and kept by example index, so each example
+is run through the teacher once (the cache). Without a teacher, plain fine-tuning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_bert.distill import soft_cross_entropy
+from nas_bert.lit.optim import configure_optimization
+
+Batch = dict[str, torch.Tensor]
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class TeacherLogitCache:
+    """Teacher logits by example index (rows of NaN until computed): each example runs through the teacher once."""
+
+    def __init__(self) -> None:
+        self.rows: torch.Tensor | None = None  # (N, ...) float32
+
+    def lookup(self, idx: torch.Tensor, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Cached rows for idx (B,), computing the batch (B, ...) when any row is missing."""
+        if self.rows is not None and int(idx.max()) < len(self.rows):
+            rows = self.rows[idx.cpu()]
+            if not torch.isnan(rows).any():
+                return rows.to(idx.device)
+        fresh = compute().float()
+        size = max(int(idx.max()) + 1, 0 if self.rows is None else len(self.rows))
+        if self.rows is None or size > len(self.rows):
+            grown = torch.full((size, *fresh.shape[1:]), float("nan"))
+            if self.rows is not None:
+                grown[: len(self.rows)] = self.rows
+            self.rows = grown
+        self.rows[idx.cpu()] = fresh.detach().cpu()
+        return fresh
+
+
+def task_kd_loss(student: torch.Tensor, teacher: torch.Tensor, regression: bool, temperature: float) -> torch.Tensor:
+    """KD term on (B, C) logits: T^2 * KL(teacher || student), or MSE for regression."""
+    if regression:
+        return F.mse_loss(student.float().reshape(-1), teacher.float().reshape(-1))
+    return soft_cross_entropy(student, teacher, temperature)
+
+
+class TaskDistillation(L.LightningModule):
+    """Shared by GLUE and SQuAD fine-tuning: the model, the optional frozen teacher, optimisation."""
+
+    def __init__(self, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None = None, teacher: nn.Module | None = None,
+                 kd_weight: float = 0.5, temperature: float = 1.0, cache_teacher_logits: bool = True) -> None:
+        super().__init__()
+        if not 0.0 <= kd_weight <= 1.0 or temperature <= 0:
+            raise ValueError(f"kd_weight must be in [0, 1] and temperature > 0, got {kd_weight}, {temperature}")
+        self.save_hyperparameters(ignore=["model", "teacher", "optimizer", "scheduler"], logger=False)
+        self.model = model
+        if teacher is not None:
+            teacher.requires_grad_(False)
+            teacher.eval()
+        object.__setattr__(self, "teacher", teacher)  # outside the module tree: not DDP-wrapped, not saved
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.kd_weight = kd_weight if teacher is not None else 0.0
+        self.temperature = temperature
+        self.teacher_cache = TeacherLogitCache() if cache_teacher_logits else None
+
+    def run_teacher(self, batch: Batch) -> Any:
+        """The teacher's output on the batch's inputs (no grad, on the batch's device)."""
+        if next(self.teacher.parameters()).device != batch["input_ids"].device:
+            self.teacher.to(batch["input_ids"].device)
+        with torch.no_grad():
+            return self.teacher(**{k: batch[k] for k in INPUTS if k in batch})
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return configure_optimization(self.model, self.trainer, self.optimizer_factory, self.scheduler_factory)
+
+
+class GlueFineTuning(TaskDistillation):
+    """Classification / regression on a GLUE task, evaluated with `GlueMetrics` on every eval split.
+
+    Logs `val/glue/<split>/<metric>` (e.g. `val/glue/rte/accuracy`, `val/glue/mnli_mismatched/accuracy`),
+    the best value so far as `best/glue/<split>/<metric>`, and loyalty to the teacher when there is one.
+    """
+
+    def __init__(self, model: nn.Module, task: str, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None = None, teacher: nn.Module | None = None,
+                 kd_weight: float = 0.5, temperature: float = 1.0, cache_teacher_logits: bool = True,
+                 eval_names: list[str] | None = None) -> None:
+        super().__init__(model, optimizer, scheduler, teacher, kd_weight, temperature, cache_teacher_logits)
+        from nas_bert.metrics import GlueMetrics, canonical_task
+
+        self.task = canonical_task(task)
+        self.eval_names = list(eval_names or ([f"{self.task}_matched", f"{self.task}_mismatched"]
+                                              if self.task == "mnli" else [self.task]))
+        self.metrics = nn.ModuleList(GlueMetrics(name) for name in self.eval_names)
+        self.regression = self.metrics[0].is_regression
+        self.best: dict[str, float] = {}
+
+    def logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = self.model(**{k: batch[k] for k in INPUTS if k in batch}, labels=batch.get("labels"))
+        return out.logits, out.loss  # (B, C), task loss (CE or MSE)
+
+    def teacher_logits(self, batch: Batch, train: bool) -> torch.Tensor:
+        def compute() -> torch.Tensor:
+            return self.run_teacher(batch).logits  # (B, C)
+
+        if train and self.teacher_cache is not None and "idx" in batch:
+            return self.teacher_cache.lookup(batch["idx"], compute)
+        return compute()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        logits, task_loss = self.logits(batch)
+        loss = task_loss
+        if self.teacher is not None and self.kd_weight > 0:
+            kd = task_kd_loss(logits, self.teacher_logits(batch, train=True), self.regression, self.temperature)
+            loss = (1 - self.kd_weight) * task_loss + self.kd_weight * kd
+            self.log("train/kd", kd)
+        self.log_dict({"train/loss": loss, "train/task_loss": task_loss}, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits, loss = self.logits(batch)
+        teacher = self.teacher_logits(batch, train=False) if self.teacher is not None else None
+        self.metrics[dataloader_idx].update(batch["idx"], logits, batch["labels"], teacher)
+        self.log(f"val/{self.eval_names[dataloader_idx]}/loss", loss, sync_dist=True, add_dataloader_idx=False)
+
+    def on_validation_epoch_end(self) -> None:
+        """Every example once (de-duplicated across ranks), then `val/score`: the mean combined score."""
+        scores = []
+        for name, metric in zip(self.eval_names, self.metrics):
+            values = metric.compute()
+            metric.reset()
+            scores.append(values["combined_score"])
+            for key, value in values.items():
+                tag = f"glue/{name}/{key}"
+                self.log(f"val/{tag}", float(value), sync_dist=False)  # already gathered: equal on all ranks
+                if key != "num_examples" and not self.trainer.sanity_checking:
+                    self.best[tag] = max(self.best.get(tag, float("-inf")), float(value))
+                    self.log(f"best/{tag}", self.best[tag])
+        self.log("val/score", sum(scores) / len(scores), prog_bar=True)
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        logits, _ = self.logits({k: v for k, v in batch.items() if k != "labels"})
+        preds = logits.reshape(-1) if self.regression else logits.argmax(-1)
+        return {"idx": batch["idx"], "prediction": preds, "dataloader_idx": torch.full_like(batch["idx"],
+                                                                                             dataloader_idx)}
+
+
+class SquadFineTuning(TaskDistillation):
+    """Span extraction (SQuAD v1.1 / v2.0): start/end CE, KD on both distributions over tokens.
+
+    Evaluation gathers every feature's logits once (by `feature_idx`), post-processes them into answers
+    with the DataModule (n-best, max answer length, v2 null threshold) and logs `val/squad/exact_match`,
+    `val/squad/f1` (v2 also HasAns_/NoAns_), best values as `best/squad/...`, and with a teacher its
+    loyalty: `label_loyalty` (share of identical normalised answers) and `f1_loyalty` (F1 of the student's
+    answer against the teacher's).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None = None, teacher: nn.Module | None = None,
+                 kd_weight: float = 0.5, temperature: float = 1.0, cache_teacher_logits: bool = False) -> None:
+        super().__init__(model, optimizer, scheduler, teacher, kd_weight, temperature, cache_teacher_logits)
+        from nas_bert.metrics import DedupMetric
+
+        fields = ("start_logits", "end_logits") + (("teacher_start", "teacher_end") if teacher is not None else ())
+        self.features = DedupMetric(fields)
+        self.best: dict[str, float] = {}
+
+    def teacher_logits(self, batch: Batch) -> torch.Tensor:
+        def compute() -> torch.Tensor:
+            out = self.run_teacher(batch)
+            return torch.stack([out.start_logits, out.end_logits], dim=1)  # (B, 2, T)
+
+        if self.teacher_cache is not None and "feature_idx" in batch:
+            return self.teacher_cache.lookup(batch["feature_idx"], compute)
+        return compute()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        out = self.model(**{k: batch[k] for k in INPUTS if k in batch}, start_positions=batch["start_positions"],
+                         end_positions=batch["end_positions"])
+        loss = out.loss
+        if self.teacher is not None and self.kd_weight > 0:
+            teacher = self.teacher_logits(batch)  # (B, 2, T)
+            kd = (soft_cross_entropy(out.start_logits, teacher[:, 0], self.temperature)
+                  + soft_cross_entropy(out.end_logits, teacher[:, 1], self.temperature)) / 2
+            loss = (1 - self.kd_weight) * out.loss + self.kd_weight * kd
+            self.log("train/kd", kd)
+        self.log_dict({"train/loss": loss, "train/task_loss": out.loss}, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        out = self.model(**{k: batch[k] for k in INPUTS if k in batch})
+        rows = {"start_logits": out.start_logits, "end_logits": out.end_logits}  # (B, T) each
+        if self.teacher is not None:
+            teacher = self.run_teacher(batch)
+            rows |= {"teacher_start": teacher.start_logits, "teacher_end": teacher.end_logits}
+        self.features.update(batch["feature_idx"], **rows)
+
+    def on_validation_epoch_end(self) -> None:
+        from nas_bert.metrics import squad_scores
+
+        rows = self.features.compute()  # every feature once, gathered from all ranks
+        self.features.reset()
+        datamodule = self.trainer.datamodule
+        result = datamodule.predictions(rows["idx"], rows["start_logits"], rows["end_logits"])
+        answers = {p["id"]: p["prediction_text"] for p in result.preds}
+        values = squad_scores(answers, result.gold_answers, version_2=datamodule.version_2)
+        if self.teacher is not None:
+            teacher = datamodule.predictions(rows["idx"], rows["teacher_start"], rows["teacher_end"])
+            agreement = squad_scores(answers, {p["id"]: [p["prediction_text"]] for p in teacher.preds},
+                                     version_2=datamodule.version_2)
+            values |= {"label_loyalty": agreement["exact_match"] / 100, "f1_loyalty": agreement["f1"] / 100}
+        for key, value in values.items():
+            self.log(f"val/squad/{key}", float(value))
+            if not self.trainer.sanity_checking and not key.endswith("total"):
+                self.best[f"squad/{key}"] = max(self.best.get(f"squad/{key}", float("-inf")), float(value))
+                self.log(f"best/squad/{key}", self.best[f"squad/{key}"])
+        self.log("val/score", float(values["f1"]), prog_bar=True)

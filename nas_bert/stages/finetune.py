@@ -1,0 +1,114 @@
+"""Stage 4: fine-tune an encoder (teacher, NAS-BERT student or baseline) on a GLUE task or SQuAD, with
+optional task KD from a fine-tuned teacher; export it, and add its scores to the cross-run summary table."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+
+from nas_bert.stages.common import build_trainer, finish_loggers, start_run
+from nas_bert.stages.summary import record_result
+from nas_bert.teacher import resolve_model_path
+
+log = logging.getLogger(__name__)
+
+
+def is_squad(datamodule: Any) -> bool:
+    return type(datamodule).__name__ == "SquadDataModule"
+
+
+def load_task_model(path: str, datamodule: Any, what: str, setting: str) -> torch.nn.Module:
+    """`AutoModelFor{SequenceClassification,QuestionAnswering}` from a directory or hub id.
+
+    A head of another shape (e.g. an MNLI checkpoint for RTE / STS-B) is re-initialised.
+    """
+    resolved = resolve_model_path(path, what, setting)
+    try:
+        if is_squad(datamodule):
+            return AutoModelForQuestionAnswering.from_pretrained(resolved)
+        task = datamodule.task
+        if setting == "finetune.teacher_path":  # a teacher must have been fine-tuned for this very task
+            labels = AutoConfig.from_pretrained(resolved).num_labels
+            if labels != task.num_labels:
+                raise ValueError(f"the fine-tuned teacher {path} has {labels} labels, task {task.name} has "
+                                 f"{task.num_labels}: set finetune.teacher_path to a teacher fine-tuned on "
+                                 f"{task.name}")
+        return AutoModelForSequenceClassification.from_pretrained(
+            resolved, num_labels=task.num_labels, ignore_mismatched_sizes=setting != "finetune.teacher_path",
+            problem_type="regression" if task.is_regression else "single_label_classification")
+    except OSError as err:
+        raise ValueError(f"could not load the {what} from {path!r}: {err}") from None
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """Parameters of the encoder (the base model, without the task head)."""
+    return sum(p.numel() for p in getattr(model, "base_model", model).parameters())
+
+
+def run_finetune(cfg: DictConfig) -> dict[str, float]:
+    output_dir = start_run(cfg)
+    ft = cfg.finetune
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    setting = "finetune.init_from" if ft.init_from else "finetune.model_path"
+    model = load_task_model(ft.init_from or ft.model_path, datamodule, "model", setting)
+    teacher = (load_task_model(ft.teacher_path, datamodule, "fine-tuned teacher", "finetune.teacher_path")
+               if ft.get("teacher_path") else None)
+    extra = {} if is_squad(datamodule) else {"task": datamodule.task.name, "eval_names": eval_names(datamodule)}
+    module = instantiate(cfg.model, model=model, teacher=teacher, **extra)
+    trainer = build_trainer(cfg)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        final = {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule)[0].items()}
+        if trainer.is_global_zero:
+            export_dir = output_dir / "model"
+            model.save_pretrained(export_dir)
+            datamodule.tokenizer.save_pretrained(export_dir)
+        if ft.get("predict_test") and not is_squad(datamodule) and datamodule.test_split_names:
+            write_test_predictions(trainer, module, datamodule, output_dir / "glue_submission")
+        result = {"model": ft.model_name, "task": task_name(datamodule), "params": parameter_count(model),
+                  "kd": teacher is not None, "final": final, "best": dict(module.best), "run": str(output_dir)}
+        if trainer.is_global_zero:
+            (output_dir / "results.json").write_text(json.dumps(result, indent=2))
+            record_result(ft.results_file, result, trainer.loggers)
+    finally:
+        finish_loggers(trainer)
+    return final
+
+
+def eval_names(datamodule: Any) -> list[str]:
+    """Metric names of the eval splits: the task, or mnli_matched / mnli_mismatched."""
+    task = datamodule.task.name
+    splits = datamodule.eval_split_names
+    return [task] if len(splits) == 1 else [f"{task}_{s.removeprefix('validation_')}" for s in splits]
+
+
+def task_name(datamodule: Any) -> str:
+    return f"squad_v{datamodule.version}" if is_squad(datamodule) else datamodule.task.name
+
+
+def write_test_predictions(trainer, module, datamodule, directory: Path) -> list[Path]:
+    """GLUE-server prediction files for the test splits (one process: predictions are not gathered)."""
+    from nas_bert.data.glue import write_glue_submission
+
+    if trainer.world_size > 1:
+        log.warning("GLUE test predictions skipped: run them on one device (finetune.predict_test=true "
+                    "trainer.devices=1 ckpt_path=<run>/checkpoints/last.ckpt)")
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    outputs = trainer.predict(module, datamodule=datamodule)
+    per_loader = outputs if len(datamodule.test_split_names) > 1 else [outputs]
+    written = []
+    for split, batches in zip(datamodule.test_split_names, per_loader):
+        predictions = {int(i): p.item() for b in batches for i, p in zip(b["idx"], b["prediction"])}
+        written.append(write_glue_submission(datamodule.task, predictions, directory, split=split))
+    log.info("GLUE test predictions: %s", ", ".join(map(str, written)))
+    return written
