@@ -31,6 +31,7 @@ from nas_bert.modeling.modeling_nas_bert import (
     NasBertModel,
     NasBertPreTrainedModel,
 )
+from nas_bert.utils.modes import eval_mode
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES: dict[type[NasBertPreTrainedModel], tuple[str, ...]] = {
@@ -83,7 +84,7 @@ class _OnnxWrapper(nn.Module):
         super().__init__()
         self.model = model
         self.names = names
-        self.train(model.training)  # mirrors the model, so `_eval_mode(wrapper)` restores the model's mode
+        self.train(model.training)  # mirrors the model, so `eval_mode(wrapper)` restores the model's mode
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -96,17 +97,6 @@ def _example_inputs(batch: int, seq_len: int, device: torch.device) -> tuple[tor
     """All-ones ids and mask, zero token types: (B, T) int64 each; only their shapes matter."""
     ones = torch.ones(batch, seq_len, dtype=torch.long, device=device)
     return ones, ones.clone(), torch.zeros_like(ones)
-
-
-@contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) inside, the previous mode restored after."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 @contextmanager
@@ -145,7 +135,7 @@ def export_onnx(model: NasBertPreTrainedModel, path: str | Path, opset: int = DE
     seq_len = max(2, min(seq_len, model.config.max_position_embeddings))  # sizes 0/1 would be specialised
     wrapper = _OnnxWrapper(model, names)
     args = _example_inputs(2, seq_len, model.device)
-    with _eval_mode(wrapper), torch.no_grad(), _quiet_exporter():
+    with eval_mode(wrapper), torch.no_grad(), _quiet_exporter():
         if dynamo:
             _export_dynamo(wrapper, args, path, opset, names, _needs_external_data(model))
         else:
@@ -212,7 +202,7 @@ def check_onnx(model: NasBertPreTrainedModel, onnx_path: str | Path, batch: int 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(list(names), {name: t.numpy() for name, t in inputs.items()})
     wrapper = _OnnxWrapper(model, names)
-    with _eval_mode(wrapper), torch.no_grad():
+    with eval_mode(wrapper), torch.no_grad():
         expected = wrapper(**{name: t.to(model.device) for name, t in inputs.items()})
     diff = 0.0
     for name, want, have in zip(names, expected, got):

@@ -10,8 +10,7 @@ the path's blocks chained from the teacher's embedding output Y_0, against its l
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +33,7 @@ from nas_bert.search.selection import (
     top_k_per_budget,
 )
 from nas_bert.space import SearchSpace, projection_flops, projection_params
+from nas_bert.utils.modes import eval_mode
 
 
 @dataclass(frozen=True)
@@ -67,16 +67,6 @@ def budgets_from_config(items: Sequence[dict[str, Any]], teacher_params: int) ->
         budgets.append(Budget(str(item["name"]), None if max_params is None else float(max_params),
                               None if latency_ms is None else float(latency_ms) / 1e3))
     return budgets
-
-
-@contextmanager
-def eval_mode(module: torch.nn.Module) -> Iterator[None]:
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def loss_table(module, alive: Sequence[np.ndarray], states, masks) -> list[np.ndarray]:
