@@ -89,3 +89,26 @@ def test_a_tokenizer_that_is_not_the_teachers_is_refused(tiny_teacher_dir, tmp_p
     other = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
     with pytest.raises(ValueError, match="does not match the teacher's vocabulary.*set data.tokenizer"):
         check_tokenizer(other, str(tiny_teacher_dir))
+
+
+def test_logits_are_taken_at_masked_positions_only():
+    from nas_bert.distill.mlm_head import TeacherMLMHead
+    from nas_bert.distill.mlm_teacher import EncoderWithMLMHead
+    from nas_bert.lit.pretrain import masked_logits
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                        max_position_embeddings=32)
+    encoder = BertForMaskedLM(config).bert
+    models = [BertForMaskedLM(config), build_student(uniform_arch(2, 16, 1), vocab_size=50, max_positions=32,
+                                                     head_dim=8),
+              EncoderWithMLMHead(encoder, TeacherMLMHead.from_encoder(encoder))]
+    inputs = {"input_ids": torch.randint(1, 50, (2, 7)), "attention_mask": torch.ones(2, 7, dtype=torch.long)}
+    masked = torch.zeros(2, 7, dtype=torch.bool)
+    masked[0, 2], masked[1, 5], masked[1, 6] = True, True, True
+    for model in models:
+        model.eval()
+        logits, states = masked_logits(model, inputs, masked, output_hidden_states=True)
+        full = model(**inputs, output_hidden_states=True)
+        torch.testing.assert_close(logits, full.logits[masked])  # (3, V)
+        assert len(states) == len(full.hidden_states)

@@ -28,6 +28,11 @@ class EncoderWithMLMHead(nn.Module):
         super().__init__()
         self.encoder, self.head = encoder, head
 
+    @property
+    def base_model(self) -> nn.Module:
+        """The encoder (as HF models name theirs), so callers can run the head on chosen positions only."""
+        return self.encoder
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False) -> MaskedLMOutput:
         """`logits` (B, T, V); with output_hidden_states the encoder's L + 1 states (B, T, D)."""

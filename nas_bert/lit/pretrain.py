@@ -23,8 +23,25 @@ from nas_bert.lit.optim import configure_optimization
 Batch = dict[str, torch.Tensor]
 
 
-def logits_of(output: Any) -> torch.Tensor:
-    return output.logits if hasattr(output, "logits") else output
+MLM_HEADS = ("lm_head", "cls", "head")  # NAS-BERT / RoBERTa, BERT, a fitted TeacherMLMHead
+
+
+def masked_logits(model: nn.Module, inputs: Batch, masked: torch.Tensor,
+                  output_hidden_states: bool) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """MLM logits at the masked positions only, (M, V), and the hidden states if asked.
+
+    The vocabulary projection dominates the cost of both models and MLM/KD need it only where
+    tokens are masked (~15%), so the encoder runs alone and its head only on those positions.
+    Models without a known base/head split fall back to the full logits.
+    """
+    base = getattr(model, "base_model", None)
+    head = next((getattr(model, name) for name in MLM_HEADS if isinstance(getattr(model, name, None), nn.Module)),
+                None)
+    if base is None or base is model or head is None:
+        out = model(**inputs, output_hidden_states=output_hidden_states)
+        return out.logits[masked], getattr(out, "hidden_states", None)  # (M, V)
+    out = base(**inputs, output_hidden_states=output_hidden_states)
+    return head(out.last_hidden_state[masked]), out.hidden_states  # (M, H) -> (M, V)
 
 
 def encoder_config(teacher: nn.Module) -> Any:
@@ -61,21 +78,21 @@ class PretrainDistillation(L.LightningModule):
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         deep = self.intermediate is not None
+        masked = batch["labels"] != -100  # (B, T)
         with self.student_recorder.recording() as student_qkv:
-            student_out = self.student(**inputs, output_hidden_states=deep)
+            student_logits, student_states = masked_logits(self.student, inputs, masked, deep)  # (M, V)
         if next(self.teacher.parameters()).device != batch["input_ids"].device:
             self.teacher.to(batch["input_ids"].device)
         with torch.no_grad(), self.teacher_recorder.recording() as teacher_qkv:
-            teacher_out = self.teacher(**inputs, output_hidden_states=True) if deep else self.teacher(**inputs)
-        student_logits, teacher_logits = logits_of(student_out), logits_of(teacher_out)  # (B, T, V) each
+            teacher_logits, teacher_states = masked_logits(self.teacher, inputs, masked, deep)  # (M, V)
         if teacher_logits.shape != student_logits.shape:
             raise ValueError(f"teacher logits {tuple(teacher_logits.shape)} and student logits "
                              f"{tuple(student_logits.shape)} differ: student and teacher need the same vocabulary")
-        parts = prediction_kd_loss(student_logits, teacher_logits, batch["labels"], self.kd_weight, self.temperature)
+        parts = prediction_kd_loss(student_logits, teacher_logits, batch["labels"][masked], self.kd_weight,
+                                   self.temperature)
         if deep:
             mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
-            extra = self.intermediate(list(student_out.hidden_states), teacher_out.hidden_states, student_qkv,
-                                      teacher_qkv, mask)
+            extra = self.intermediate(list(student_states), teacher_states, student_qkv, teacher_qkv, mask)
             parts = {**parts, **extra, "loss": parts["loss"] + extra["intermediate"]}
         return parts
 
