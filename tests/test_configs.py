@@ -20,10 +20,10 @@ def names(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def search_cfg(tmp_path: Path, *overrides: str):
+def search_cfg(tmp_path: Path, *overrides: str, config: str = "search"):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("search", overrides=[f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache",
-                                            *overrides])
+        return compose(config, overrides=[f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache",
+                                          *overrides])
 
 
 def test_default_config_resolves(tmp_path):
@@ -53,9 +53,23 @@ def test_every_trainer_composes_and_cpu_ones_instantiate(tmp_path, trainer):
 
 @pytest.mark.parametrize("experiment", names("experiment"))
 def test_every_experiment_composes(tmp_path, experiment):
-    cfg = search_cfg(tmp_path, f"experiment={experiment}")
+    finetune = experiment.startswith("finetune")  # train.py experiments; the others are search.py's
+    cfg = search_cfg(tmp_path, f"experiment={experiment}", config="train" if finetune else "search")
     OmegaConf.to_container(cfg, resolve=True)
-    assert cfg.teacher.name_or_path == "bert-base-uncased" and cfg.space.num_blocks == 4
+    if finetune:
+        kind = experiment.removeprefix("finetune_")
+        assert cfg.stage == "finetune" and cfg.data._target_ == f"nas_bert.data.{kind}.{kind.capitalize()}DataModule"
+        assert cfg.model._target_ == f"nas_bert.lit.{kind.capitalize()}FineTuning" and "train_files" not in cfg.data
+        assert cfg.trainer.limit_val_batches == 1.0  # metrics need the whole eval set
+    else:
+        assert cfg.teacher.name_or_path == "bert-base-uncased" and cfg.space.num_blocks == 4
+
+
+@pytest.mark.parametrize("config", ["glue=default", "glue=local", "squad=v1", "squad=v2", "squad=local_dev_split"])
+def test_every_finetune_data_config_composes(tmp_path, config):
+    kind = config.split("=")[0]
+    cfg = search_cfg(tmp_path, f"experiment=finetune_{kind}", f"data/{config}", config="train")
+    assert OmegaConf.to_container(cfg.data, resolve=True)["tokenizer"] == cfg.teacher.name_or_path
 
 
 def test_callbacks_and_loggers_instantiate(tmp_path):

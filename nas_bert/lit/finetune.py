@@ -167,31 +167,23 @@ class SquadFineTuning(TaskDistillation):
 
     def __init__(self, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, teacher: nn.Module | None = None,
-                 kd_weight: float = 0.5, temperature: float = 1.0, cache_teacher_logits: bool = False) -> None:
-        super().__init__(model, optimizer, scheduler, teacher, kd_weight, temperature, cache_teacher_logits)
+                 kd_weight: float = 0.5, temperature: float = 1.0) -> None:
+        # teacher logits on the fly: training features carry no index to cache them by
+        super().__init__(model, optimizer, scheduler, teacher, kd_weight, temperature, cache_teacher_logits=False)
         from nas_bert.metrics import DedupMetric
 
         fields = ("start_logits", "end_logits") + (("teacher_start", "teacher_end") if teacher is not None else ())
         self.features = DedupMetric(fields)
         self.best: dict[str, float] = {}
 
-    def teacher_logits(self, batch: Batch) -> torch.Tensor:
-        def compute() -> torch.Tensor:
-            out = self.run_teacher(batch)
-            return torch.stack([out.start_logits, out.end_logits], dim=1)  # (B, 2, T)
-
-        if self.teacher_cache is not None and "feature_idx" in batch:
-            return self.teacher_cache.lookup(batch["feature_idx"], compute)
-        return compute()
-
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         out = self.model(**{k: batch[k] for k in INPUTS if k in batch}, start_positions=batch["start_positions"],
                          end_positions=batch["end_positions"])
         loss = out.loss
         if self.teacher is not None and self.kd_weight > 0:
-            teacher = self.teacher_logits(batch)  # (B, 2, T)
-            kd = (soft_cross_entropy(out.start_logits, teacher[:, 0], self.temperature)
-                  + soft_cross_entropy(out.end_logits, teacher[:, 1], self.temperature)) / 2
+            teacher = self.run_teacher(batch)  # start / end logits (B, T)
+            kd = (soft_cross_entropy(out.start_logits, teacher.start_logits, self.temperature)
+                  + soft_cross_entropy(out.end_logits, teacher.end_logits, self.temperature)) / 2
             loss = (1 - self.kd_weight) * out.loss + self.kd_weight * kd
             self.log("train/kd", kd)
         self.log_dict({"train/loss": loss, "train/task_loss": out.loss}, prog_bar=True)
