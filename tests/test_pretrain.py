@@ -112,3 +112,26 @@ def test_logits_are_taken_at_masked_positions_only():
         full = model(**inputs, output_hidden_states=True)
         torch.testing.assert_close(logits, full.logits[masked])  # (3, V)
         assert len(states) == len(full.hidden_states)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trains_identical_students(tiny_teacher_dir, tmp_path):
+    """ddp_spawn: the frozen teacher travels outside DDP, intermediate terms work, the ranks stay in sync."""
+    teacher = BertForMaskedLM(BertConfig(vocab_size=30522, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                                         intermediate_size=64, max_position_embeddings=128))
+    student = build_student(uniform_arch(2, 32, 1), vocab_size=30522, max_positions=128, head_dim=16)
+    data = CorpusDataModule(tokenizer=str(tiny_teacher_dir), train_files=str(SAMPLE), validation_files=str(SAMPLE),
+                            seq_len=32, batch_size=4, cache_dir=str(tmp_path / "cache"), max_train_sequences=16,
+                            max_val_sequences=8)
+    data.collator = DataCollatorForLanguageModeling(data.tokenizer, mlm_probability=0.15)
+    module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.AdamW, lr=1e-3),
+                                  intermediate={"hidden_weight": 1.0, "minilm_weight": 1.0})
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=3, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
+                        num_sanity_val_steps=0, default_root_dir=tmp_path, callbacks=[L.pytorch.callbacks.ModelCheckpoint(
+                            dirpath=tmp_path / "ckpt", save_last=True)])
+    trainer.fit(module, datamodule=data)
+    assert {"train/hidden_mse", "train/minilm_attention", "val/loss"} <= set(trainer.callback_metrics)
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state and not any(k.startswith("teacher") for k in state)  # the teacher is never checkpointed
+    assert any(k.startswith("intermediate.projections") for k in state)

@@ -27,6 +27,24 @@ from nas_bert.distill.losses import masked_mse
 from nas_bert.ops import MultiHeadAttention
 
 TEACHER_QKV = re.compile(r"layers?\.(\d+)\.attention\.self\.(query|key|value)$")
+TEACHER_LAYER = re.compile(r"layers?\.(\d+)$")
+
+
+def teacher_state_modules(teacher: nn.Module) -> list[nn.Module]:
+    """[embeddings, layer 0, .., layer L-1] of a BERT-family teacher: their outputs are Y_0 .. Y_L.
+
+    Recorded with our own hooks rather than `output_hidden_states`, which unpickled transformers models
+    (ddp_spawn workers) stop honouring.
+    """
+    embeddings = next((m for name, m in teacher.named_modules()
+                       if name.endswith("embeddings") and hasattr(m, "word_embeddings")), None)
+    layers = {int(match.group(1)): m for name, m in teacher.named_modules() if (match := TEACHER_LAYER.search(name))}
+    if embeddings is None or not layers:
+        raise ArchitectureError(
+            f"found no embeddings / `layer.<i>` modules in the teacher ({type(teacher).__name__}); the hidden-state "
+            f"term needs a BERT-family teacher: set hidden_weight=0"
+        )
+    return [embeddings] + [layers[i] for i in sorted(layers)]
 
 
 def teacher_qkv_modules(teacher: nn.Module) -> dict[int, dict[str, nn.Module]]:
@@ -69,8 +87,8 @@ class Recorder:
                 handle.remove()
 
     def _keep(self, name: str):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            self.outputs[name] = output
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor | tuple) -> None:
+            self.outputs[name] = output[0] if isinstance(output, tuple) else output  # layers may return tuples
 
         return hook
 
@@ -163,24 +181,29 @@ class IntermediateDistillation(nn.Module):
         return layers
 
     def recorded_modules(self, student: nn.Module, teacher: nn.Module) -> tuple[dict, dict]:
-        """Modules to hook: student MHA qkv Linears ("s<i>") and teacher query/key/value ("t<layer>.<part>")."""
+        """Modules to hook: student MHA qkv Linears ("s<i>"), teacher query/key/value ("t<layer>.<part>") and
+        the teacher's block-boundary states ("y<n>": Y_{n k})."""
+        states = {}
+        if self.hidden_weight:
+            found = teacher_state_modules(teacher)
+            states = {f"y{n}": found[n * self.layers_per_block] for n in range(len(self.projections))}
         if not (self.attention_weight or self.minilm_weight):
-            return {}, {}
+            return {}, states
         mhas = student_mha_layers(student)
         wanted = set(self.teacher_layer_for()) if self.attention_weight else set()
         if self.minilm_weight:
             wanted.add(self.teacher_layers - 1)
         qkv = teacher_qkv_modules(teacher)
         teacher_modules = {f"t{i}.{part}": qkv[i][part] for i in sorted(wanted) for part in ("query", "key", "value")}
-        return {f"s{i}": mha.qkv for i, (_, mha) in enumerate(mhas)}, teacher_modules
+        return {f"s{i}": mha.qkv for i, (_, mha) in enumerate(mhas)}, {**teacher_modules, **states}
 
-    def forward(self, student_states: list[torch.Tensor], teacher_states: tuple[torch.Tensor, ...],
-                student_qkv: dict[str, torch.Tensor], teacher_qkv: dict[str, torch.Tensor],
-                mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """student_states: N + 1 tensors (B, T, H_n); teacher_states: L + 1 tensors (B, T, D); mask (B, T)."""
+    def forward(self, student_states: list[torch.Tensor], student_qkv: dict[str, torch.Tensor],
+                teacher: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """student_states: N + 1 tensors (B, T, H_n); student_qkv / teacher: the outputs recorded from
+        `recorded_modules` (teacher q/k/v and block-boundary states (B, T, D)); mask (B, T)."""
         parts: dict[str, torch.Tensor] = {}
         if self.hidden_weight:
-            terms = [masked_mse(proj(s), teacher_states[n * self.layers_per_block], mask)
+            terms = [masked_mse(proj(s), teacher[f"y{n}"], mask)
                      for n, (proj, s) in enumerate(zip(self.projections, student_states))]
             parts["hidden_mse"] = torch.stack(terms).mean()
         r = self.relation_heads
@@ -188,14 +211,13 @@ class IntermediateDistillation(nn.Module):
             terms = []
             for i, layer in enumerate(self.teacher_layer_for()):
                 q, k, _ = student_qkv[f"s{i}"].chunk(3, dim=-1)  # (B, T, H) each
-                terms.append(masked_score_mse(relation_scores(teacher_qkv[f"t{layer}.query"],
-                                                              teacher_qkv[f"t{layer}.key"], r),
+                terms.append(masked_score_mse(relation_scores(teacher[f"t{layer}.query"], teacher[f"t{layer}.key"], r),
                                               relation_scores(q, k, r), mask))
             parts["attention_mse"] = torch.stack(terms).mean()
         if self.minilm_weight:
             last = self.teacher_layers - 1
             q, k, v = student_qkv[f"s{len(self.mha_blocks) - 1}"].chunk(3, dim=-1)
-            tq, tk, tv = (teacher_qkv[f"t{last}.{part}"] for part in ("query", "key", "value"))
+            tq, tk, tv = (teacher[f"t{last}.{part}"] for part in ("query", "key", "value"))
             parts["minilm_attention"] = masked_relation_kl(relation_scores(tq, tk, r), relation_scores(q, k, r), mask)
             parts["minilm_value"] = masked_relation_kl(relation_scores(tv, tv, r), relation_scores(v, v, r), mask)
         total = sum(

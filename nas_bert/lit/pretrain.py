@@ -83,8 +83,8 @@ class PretrainDistillation(L.LightningModule):
             student_logits, student_states = masked_logits(self.student, inputs, masked, deep)  # (M, V)
         if next(self.teacher.parameters()).device != batch["input_ids"].device:
             self.teacher.to(batch["input_ids"].device)
-        with torch.no_grad(), self.teacher_recorder.recording() as teacher_qkv:
-            teacher_logits, teacher_states = masked_logits(self.teacher, inputs, masked, deep)  # (M, V)
+        with torch.no_grad(), self.teacher_recorder.recording() as teacher_recorded:
+            teacher_logits, _ = masked_logits(self.teacher, inputs, masked, False)  # (M, V)
         if teacher_logits.shape != student_logits.shape:
             raise ValueError(f"teacher logits {tuple(teacher_logits.shape)} and student logits "
                              f"{tuple(student_logits.shape)} differ: student and teacher need the same vocabulary")
@@ -92,7 +92,7 @@ class PretrainDistillation(L.LightningModule):
                                    self.temperature)
         if deep:
             mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
-            extra = self.intermediate(list(student_states), teacher_states, student_qkv, teacher_qkv, mask)
+            extra = self.intermediate(list(student_states), student_qkv, teacher_recorded, mask)
             parts = {**parts, **extra, "loss": parts["loss"] + extra["intermediate"]}
         return parts
 
