@@ -108,9 +108,9 @@ def test_registry_has_the_nine_tasks_with_hub_names_columns_and_label_orders():
         assert list(task.features) == [*HUB_TEXT_COLUMNS[name], "label", "idx"]
     assert GLUE_TASKS["mnli"].validation_splits == ("validation_matched", "validation_mismatched")
     assert GLUE_TASKS["mnli"].test_splits == ("test_matched", "test_mismatched")
-    assert GLUE_TASKS["cola"].metrics == ("matthews",) and GLUE_TASKS["stsb"].metrics == (
+    assert GLUE_TASKS["cola"].metrics == ("matthews_correlation",) and GLUE_TASKS["stsb"].metrics == (
         "pearson",
-        "spearman",
+        "spearmanr",
     )
     assert GLUE_TASKS["mrpc"].metrics == GLUE_TASKS["qqp"].metrics == ("f1", "accuracy")
 

@@ -173,7 +173,7 @@ GLUE_TASKS: dict[str, GlueTask] = {
         text_keys=("sentence",),
         labels=("unacceptable", "acceptable"),
         tsv_labels=_BINARY,
-        metrics=("matthews",),
+        metrics=("matthews_correlation",),
         # train/dev: no header; source, label, original mark, sentence
         labelled_layout=TsvLayout(text_columns=(3,), label_column=1, header=False, num_columns=4),
         test_layout=TsvLayout(text_columns=("sentence",)),  # test: header index, sentence
@@ -206,7 +206,7 @@ GLUE_TASKS: dict[str, GlueTask] = {
         label_column="score",
         labels=None,
         tsv_labels=None,
-        metrics=("pearson", "spearman"),
+        metrics=("pearson", "spearmanr"),
     ),
     "qqp": _pair_task(
         "qqp",

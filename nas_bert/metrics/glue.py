@@ -17,6 +17,7 @@ from torchmetrics.functional.classification import (
     multiclass_accuracy,
 )
 
+from nas_bert.data.glue import GLUE_TASKS as DATA_TASKS
 from nas_bert.metrics.dedup import DedupMetric
 from nas_bert.metrics.loyalty import label_loyalty, prob_loyalty, regression_loyalty
 
@@ -31,19 +32,10 @@ class TaskMetrics:
         return self.num_labels == 1
 
 
-GLUE_TASKS: dict[str, TaskMetrics] = {
-    "cola": TaskMetrics(2, ("matthews_correlation",)),
-    "sst2": TaskMetrics(2, ("accuracy",)),
-    "mrpc": TaskMetrics(2, ("f1", "accuracy")),
-    "qqp": TaskMetrics(2, ("f1", "accuracy")),
-    "stsb": TaskMetrics(1, ("pearson", "spearmanr")),
-    "mnli": TaskMetrics(3, ("accuracy",)),  # "mnli" is the matched validation set
-    "mnli_matched": TaskMetrics(3, ("accuracy",)),
-    "mnli_mismatched": TaskMetrics(3, ("accuracy",)),
-    "qnli": TaskMetrics(2, ("accuracy",)),
-    "rte": TaskMetrics(2, ("accuracy",)),
-    "wnli": TaskMetrics(2, ("accuracy",)),
-}
+# From the data registry (the one description of each task); MNLI's eval sets also by their own names
+GLUE_TASKS: dict[str, TaskMetrics] = {name: TaskMetrics(task.num_labels, task.metrics)
+                                      for name, task in DATA_TASKS.items()}
+GLUE_TASKS |= {f"mnli_{s}": GLUE_TASKS["mnli"] for s in ("matched", "mismatched")}  # "mnli" is the matched set
 _ALIASES = {re.sub(r"[^a-z0-9]", "", k): k for k in GLUE_TASKS} | {"mnlim": "mnli_matched",
                                                                     "mnlimm": "mnli_mismatched"}
 
