@@ -110,39 +110,45 @@ def test_two_process_evaluation_counts_every_example_once(tiny_teacher_dir, tmp_
     assert 0.0 <= metrics["val/squad/label_loyalty"] <= 1.0 and "val/squad/f1_loyalty" in metrics
 
 
-def run_train(tmp_path: Path, *overrides: str, run: str) -> subprocess.CompletedProcess:
+def run_train(tmp_path: Path, *overrides: str, run: str, multirun: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path / run}",
-           f"paths.cache_dir={tmp_path / 'cache'}", f"finetune.results_file={tmp_path / 'results.jsonl'}",
-           "trainer.max_epochs=1", "data.batch_size=4", "data.num_workers=0", *overrides]
+    where = f"hydra.sweep.dir={tmp_path / run}" if multirun else f"hydra.run.dir={tmp_path / run}"
+    cmd = [sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else []), where,
+           f"paths.log_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
+           f"finetune.results_file={tmp_path / 'results.jsonl'}", "trainer.max_epochs=1", "data.batch_size=4",
+           "data.num_workers=0", *overrides]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
-def test_teacher_then_student_with_kd_fill_the_summary(tiny_teacher_dir, tmp_path):
+def test_teachers_then_students_with_kd_fill_the_summary(tiny_teacher_dir, tmp_path):
+    """The two multirun commands of the README: teachers per task, then students with KD from them."""
     from nas_bert.modeling.students import build_student, uniform_arch
 
-    glue = ["experiment=finetune_glue", "data/glue=local", f"data.data_dir={GLUE}",
-            f"teacher.name_or_path={tiny_teacher_dir}"]
-    teacher = run_train(tmp_path, *glue, "data.task=rte", "finetune.predict_test=true", run="teacher")
-    assert teacher.returncode == 0, teacher.stderr[-3000:]
-    assert (tmp_path / "teacher" / "glue_submission" / "RTE.tsv").read_text().startswith("index\tprediction\n")
+    glue = ["data/glue=local", f"data.data_dir={GLUE}", f"teacher.name_or_path={tiny_teacher_dir}"]
+    teachers = run_train(tmp_path, "experiment=glue_teacher", *glue, "data.task=rte,mrpc",
+                         "finetune.predict_test=true", run="teachers", multirun=True)
+    assert teachers.returncode == 0, teachers.stderr[-3000:]
+    assert (tmp_path / "finetune" / "teachers" / "mrpc" / "model" / "config.json").is_file()
+    assert (tmp_path / "teachers" / "0" / "glue_submission" / "RTE.tsv").read_text().startswith("index\tprediction\n")
+    assert len(list((tmp_path / "teachers").glob("*/wandb/offline-run-*"))) == 2  # one W&B run per job
 
-    student_dir = tmp_path / "student"
+    student_dir = tmp_path / "nas-bert-1m" / "model"
     build_student(uniform_arch(2, 32, 1), vocab_size=30522, max_positions=128, head_dim=16).save_pretrained(student_dir)
-    student = run_train(tmp_path, *glue, "data.task=rte", f"finetune.model_path={student_dir}",
-                        "finetune.model_name=nas-bert", f"finetune.teacher_path={tmp_path / 'teacher' / 'model'}",
-                        run="student")
-    assert student.returncode == 0, student.stderr[-3000:]
-    result = json.loads((tmp_path / "student" / "results.json").read_text())
-    assert result["kd"] and "glue/rte/label_loyalty" in result["best"] and result["params"] < 1.2e6
+    students = run_train(tmp_path, "experiment=glue_students", *glue, "data.task=rte",
+                         f"finetune.model_path={student_dir}", run="students", multirun=True)
+    assert students.returncode == 0, students.stderr[-3000:]
+    result = json.loads((tmp_path / "students" / "0" / "results.json").read_text())
+    assert result["model"] == "nas-bert-1m" and result["kd"] and result["params"] < 1.2e6
+    assert "glue/rte/label_loyalty" in result["best"]
     summary = (tmp_path / "summary.md").read_text().splitlines()
-    assert summary[0].startswith("| model | params (M) | rte | GLUE avg | loyalty % |") and len(summary) == 4
+    assert summary[0].startswith("| model | params (M) | mrpc | rte | GLUE avg | loyalty % |") and len(summary) == 4
 
-    wrong = run_train(tmp_path, *glue, "data.task=mnli", f"finetune.model_path={student_dir}",
-                      f"finetune.teacher_path={tmp_path / 'teacher' / 'model'}", run="wrong")
+    wrong = run_train(tmp_path, "experiment=finetune_glue", *glue, "data.task=mnli",
+                      f"finetune.model_path={student_dir}",
+                      f"finetune.teacher_path={tmp_path / 'finetune' / 'teachers' / 'rte' / 'model'}", run="wrong")
     assert wrong.returncode != 0 and "has 2 labels, task mnli has 3" in wrong.stderr
-    unknown = run_train(tmp_path, *glue, "data.task=qqq", run="unknown")
+    unknown = run_train(tmp_path, "experiment=finetune_glue", *glue, "data.task=qqq", run="unknown")
     assert unknown.returncode != 0 and "qqq" in unknown.stderr
 
     squad = run_train(tmp_path, "experiment=finetune_squad", "data/squad=local_dev_split",

@@ -69,12 +69,12 @@ def run_finetune(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         final = {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule)[0].items()}
         if trainer.is_global_zero:
-            export_dir = output_dir / "model"
-            model.save_pretrained(export_dir)
-            datamodule.tokenizer.save_pretrained(export_dir)
+            for export_dir in (output_dir / "model", *([Path(ft.export_dir)] if ft.get("export_dir") else [])):
+                model.save_pretrained(export_dir)
+                datamodule.tokenizer.save_pretrained(export_dir)
         if ft.get("predict_test") and not is_squad(datamodule) and datamodule.test_split_names:
             write_test_predictions(trainer, module, datamodule, output_dir / "glue_submission")
-        result = {"model": ft.model_name, "task": task_name(datamodule), "params": parameter_count(model),
+        result = {"model": model_name(cfg), "task": task_name(datamodule), "params": parameter_count(model),
                   "kd": teacher is not None, "final": final, "best": dict(module.best), "run": str(output_dir)}
         if trainer.is_global_zero:
             (output_dir / "results.json").write_text(json.dumps(result, indent=2))
@@ -82,6 +82,17 @@ def run_finetune(cfg: DictConfig) -> dict[str, float]:
     finally:
         finish_loggers(trainer)
     return final
+
+
+def model_name(cfg: DictConfig) -> str:
+    """`finetune.model_name`, or: "teacher" for the teacher, else the folder above `<run>/model`."""
+    ft = cfg.finetune
+    if ft.get("model_name"):
+        return ft.model_name
+    if ft.model_path == cfg.teacher.name_or_path:
+        return "teacher"
+    path = Path(ft.model_path)
+    return path.parent.name if path.name == "model" else path.name
 
 
 def eval_names(datamodule: Any) -> list[str]:
