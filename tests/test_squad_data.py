@@ -512,7 +512,7 @@ def test_configs_instantiate_through_hydra(tmp_path, monkeypatch, name):
     (tmp_path / "conf" / "top.yaml").write_text(
         f"defaults:\n  - data/squad: {name}\n  - _self_\n"
         f"hydra:\n  searchpath:\n    - file://{REPO / 'conf'}\n"
-        f"paths:\n  root_dir: {REPO}\n  cache_dir: {tmp_path / 'cache'}\n"
+        f"paths:\n  root_dir: {REPO}\n  data_dir: {REPO / 'data'}\n  cache_dir: {tmp_path / 'cache'}\n"
         f"teacher:\n  tokenizer: {TOKENIZER}\n",
         encoding="utf-8",
     )
