@@ -124,18 +124,24 @@ def prediction_space(space: SearchSpace, archs: list[Arch]) -> SearchSpace:
     return dataclasses.replace(space, hidden_sizes=tuple(widths))
 
 
+def space_contains(space: SearchSpace, arch: Arch) -> bool:
+    try:
+        space.validate(arch)
+    except ValueError:
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> dict:
     space, device = load_space(args.space), torch.device(args.device)
     models = entries(args, space)
     vocab = models[0].model.config.vocab_size
+    flops = [flops_per_sequence(e.model.eval(), args.seq_len, vocab) for e in models]  # counted on CPU
     for entry in models:
-        entry.model.to(device).eval()
+        entry.model.to(device)
     layouts = [in_space_layout(e.arch, space) if e.arch is not None and not space_contains(space, e.arch)
                else e.arch for e in models]
     table_space = prediction_space(space, [a for a in layouts if a is not None])
-    flops = [flops_per_sequence(e.model.cpu(), args.seq_len, vocab) for e in models]
-    for entry in models:
-        entry.model.to(device)
     results = []
     for batch in args.batch_sizes:
         start, load = time.perf_counter(), os.getloadavg()[0]
@@ -159,14 +165,6 @@ def run(args: argparse.Namespace) -> dict:
                         "loadavg_1min": [load, os.getloadavg()[0]], "table_contention": table.contention})
     return {"device": table.device, "seq_len": args.seq_len, "space": space.name, "teacher": args.teacher,
             "results": results}
-
-
-def space_contains(space: SearchSpace, arch: Arch) -> bool:
-    try:
-        space.validate(arch)
-    except ValueError:
-        return False
-    return True
 
 
 def print_report(result: dict) -> None:

@@ -22,12 +22,11 @@ import torch
 from torch import nn
 
 from nas_bert.arch import ArchitectureError
+from nas_bert.lit.supernet import CHECKPOINT_KEY  # the entry SupernetDistillation writes into its checkpoints
 from nas_bert.space import SearchSpace
 from nas_bert.supernet import BlockStack, Supernet
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_KEY = "nas_bert"  # written by SupernetDistillation.on_save_checkpoint
 
 
 def load_supernet_checkpoint(path: str | Path) -> Supernet:

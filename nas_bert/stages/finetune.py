@@ -62,7 +62,7 @@ def run_finetune(cfg: DictConfig) -> dict[str, float]:
     model = load_task_model(ft.init_from or ft.model_path, datamodule, "model", setting)
     teacher = (load_task_model(ft.teacher_path, datamodule, "fine-tuned teacher", "finetune.teacher_path")
                if ft.get("teacher_path") else None)
-    extra = {} if is_squad(datamodule) else {"task": datamodule.task.name, "eval_names": eval_names(datamodule)}
+    extra = {} if is_squad(datamodule) else {"task": datamodule.task.name}  # eval names: the module's own
     module = instantiate(cfg.model, model=model, teacher=teacher, **extra)
     trainer = build_trainer(cfg)
     try:
@@ -93,13 +93,6 @@ def model_name(cfg: DictConfig) -> str:
         return "teacher"
     path = Path(ft.model_path)
     return path.parent.name if path.name == "model" else path.name
-
-
-def eval_names(datamodule: Any) -> list[str]:
-    """Metric names of the eval splits: the task, or mnli_matched / mnli_mismatched."""
-    task = datamodule.task.name
-    splits = datamodule.eval_split_names
-    return [task] if len(splits) == 1 else [f"{task}_{s.removeprefix('validation_')}" for s in splits]
 
 
 def task_name(datamodule: Any) -> str:
