@@ -35,6 +35,8 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from nas_bert.data.loading import make_loader
+
 __all__ = ["CorpusDataModule", "strip_gutenberg_lines"]
 
 log = logging.getLogger(__name__)
@@ -387,15 +389,9 @@ class CorpusDataModule(L.LightningDataModule):
         return self._loader(self._val_dataset, self.eval_batch_size, shuffle=False)
 
     def _loader(self, dataset: datasets.Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,  # items: dict of (seq_len,) tensors -> batches of (B, seq_len)
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=self.collator if self.collator is not None else default_collate,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-        )
+        # items: dict of (seq_len,) tensors -> batches of (B, seq_len)
+        return make_loader(dataset, batch_size, shuffle, self.collator if self.collator is not None else default_collate,
+                           self.num_workers, self.trainer)
 
     # ------------------------------------------------------------------ pipeline
     def _build(self) -> tuple[datasets.Dataset, datasets.Dataset | None]:

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from nas_bert.data.corpus import _MIN_SEQ_LEN, _describe_dir, _digest, _load_tokenizer, _offline
+from nas_bert.data.loading import make_loader
 
 __all__ = [
     "GLUE_TASKS",
@@ -654,15 +655,10 @@ class GlueDataModule(L.LightningDataModule):
         return loaders[0] if len(loaders) == 1 else loaders
 
     def _loader(self, dataset: datasets.Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        return make_loader(
             dataset.with_format(None, columns=_LOADER_COLUMNS),  # items: dicts of python lists / numbers
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=GlueCollator(self._tokenizer, regression=self._task.is_regression),
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-        )
+            batch_size, shuffle, GlueCollator(self._tokenizer, regression=self._task.is_regression),
+            self.num_workers, self.trainer)
 
     # ------------------------------------------------------------------ pipeline
     def _find_test_splits(self) -> tuple[str, ...]:

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, default_collate
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from nas_bert.data.corpus import _describe_dir, _digest, _load_tokenizer, _offline
+from nas_bert.data.loading import make_loader
 
 __all__ = [
     "SquadDataModule",
@@ -666,15 +667,8 @@ class SquadDataModule(L.LightningDataModule):
         return self._loader(dataset, self.eval_batch_size, False)
 
     def _loader(self, dataset: datasets.Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,  # items: dict of (T,) / () int64 tensors -> batches of (B, T) / (B,)
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=default_collate,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-        )
+        # items: dict of (T,) / () int64 tensors -> batches of (B, T) / (B,)
+        return make_loader(dataset, batch_size, shuffle, default_collate, self.num_workers, self.trainer)
 
     # ------------------------------------------------------------------ evaluation
     def predictions(self, feature_idx: Any, start_logits: Any, end_logits: Any) -> SquadPredictions:

@@ -18,6 +18,7 @@ from torch import nn
 
 from nas_bert.distill import prediction_kd_loss
 from nas_bert.distill.intermediate import IntermediateDistillation, Recorder
+from nas_bert.distill.masking import TokenMasker
 from nas_bert.lit.optim import configure_optimization
 
 Batch = dict[str, torch.Tensor]
@@ -54,13 +55,17 @@ class PretrainDistillation(L.LightningModule):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, kd_weight: float = 0.5,
-                 temperature: float = 1.0, intermediate: dict[str, Any] | None = None) -> None:
+                 temperature: float = 1.0, intermediate: dict[str, Any] | None = None,
+                 masker: TokenMasker | None = None) -> None:
         """`intermediate`: keyword arguments of `IntermediateDistillation` (hidden_weight, attention_weight,
-        minilm_weight, relation_heads); None or all weights 0 = prediction-layer KD only, as in the paper."""
+        minilm_weight, relation_heads); None or all weights 0 = prediction-layer KD only, as in the paper.
+        `masker`: masks batches without `labels` in the step, seeded by the step (see `TokenMasker`);
+        batches that come with `labels` are used as they are."""
         super().__init__()
         if not 0.0 <= kd_weight <= 1.0 or temperature <= 0:
             raise ValueError(f"kd_weight must be in [0, 1] and temperature > 0, got {kd_weight}, {temperature}")
-        self.save_hyperparameters(ignore=["student", "teacher", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(ignore=["student", "teacher", "optimizer", "scheduler", "masker"], logger=False)
+        self.masker = masker
         self.student = student
         teacher.requires_grad_(False)
         teacher.eval()
@@ -96,14 +101,24 @@ class PretrainDistillation(L.LightningModule):
             parts = {**parts, **extra, "loss": parts["loss"] + extra["intermediate"]}
         return parts
 
+    def masked(self, batch: Batch, *keys: int) -> Batch:
+        """`batch` with MLM masks drawn for `keys` (the batch itself if it is already masked)."""
+        if "labels" in batch:
+            return batch
+        if self.masker is None:
+            raise ValueError("the batch has no MLM labels and the module has no masker: pass masker=TokenMasker(...)")
+        input_ids, labels = self.masker(batch["input_ids"], keys)
+        return {**batch, "input_ids": input_ids, "labels": labels}
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        parts = self.losses(batch)
+        # masks: a function of (step, micro-batch, rank), so a resumed run redraws the same ones
+        parts = self.losses(self.masked(batch, 0, self.global_step, batch_idx, self.global_rank))
         self.log("train/loss", parts["loss"], prog_bar=True)
         self.log_dict({f"train/{k}": v for k, v in parts.items() if k != "loss"})
         return parts["loss"]
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        parts = self.losses(batch)
+        parts = self.losses(self.masked(batch, 1, batch_idx, self.global_rank))  # the same masks every pass
         self.log_dict({f"val/{k}": v for k, v in parts.items()}, prog_bar=False, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:

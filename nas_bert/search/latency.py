@@ -355,8 +355,12 @@ def measure_latency_table(space: SearchSpace, device: str | torch.device = "cpu"
     `time_calls`); `contention` records the worst other-process CPU share among the kept timings,
     with a warning when it is above QUIET_SHARE.
     """
-    calls = part_calls(space, device, batch_size, seq_len, vocab_size, max_positions, chain)
-    seconds, contention = time_calls(list(calls.values()), min_run_time, rounds, max_rounds)
+    # Random inputs and weights come from a forked RNG: measuring (or reading a cached table) leaves the
+    # run's random stream, and so its training trajectory, unchanged.
+    cuda = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        calls = part_calls(space, device, batch_size, seq_len, vocab_size, max_positions, chain)
+        seconds, contention = time_calls(list(calls.values()), min_run_time, rounds, max_rounds)
     return assemble_table(space, device, list(calls), seconds, contention, batch_size=batch_size, seq_len=seq_len,
                           vocab_size=vocab_size, max_positions=max_positions, chain=chain)
 

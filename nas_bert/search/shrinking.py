@@ -79,15 +79,17 @@ class ProgressiveShrinking(L.Callback):
         self.alive: list[np.ndarray] | None = None  # per block, sorted candidate indices
         self.rounds = 0
         self.done = False
+        self.last_epoch = -1  # the latest epoch whose end was handled (resume runs missed ones)
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"alive": None if self.alive is None else [a.tolist() for a in self.alive],
-                "rounds": self.rounds, "done": self.done}
+                "rounds": self.rounds, "done": self.done, "last_epoch": self.last_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.alive = None if state["alive"] is None else [np.asarray(a, dtype=np.int64) for a in state["alive"]]
         self.rounds, self.done = state["rounds"], state["done"]
+        self.last_epoch = state.get("last_epoch", -1)
 
     def alive_per_bin(self) -> np.ndarray:
         """Counts, shape (num_blocks, num_bins)."""
@@ -131,16 +133,25 @@ class ProgressiveShrinking(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.alive = self.alive  # restored state included: training samples only alive candidates
+        # A checkpoint written on the last batch of an epoch precedes that epoch's round, and a resumed run
+        # starts at the next epoch: run the missed round now, on the same (checkpointed) weights.
+        for epoch in range(self.last_epoch + 1, trainer.current_epoch):
+            self.end_of_epoch(trainer, pl_module, epoch)
         if trainer.is_global_zero:
             self.write_state()  # here, not in setup: a resumed run's state is restored only after setup
         if self.done:
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.done or trainer.current_epoch + 1 < self.warmup_epochs:
+        self.end_of_epoch(trainer, pl_module, trainer.current_epoch)
+
+    def end_of_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
+        """The shrinking round after `epoch` (none during warm-up or once finished)."""
+        self.last_epoch = epoch
+        if self.done or epoch + 1 < self.warmup_epochs:
             return
         states, masks = pl_module.reference_states(self._scoring_batches(trainer))
-        rng = np.random.default_rng([self.seed, trainer.current_epoch])
+        rng = np.random.default_rng([self.seed, epoch])
         was_training = pl_module.training
         pl_module.eval()
         try:

@@ -9,11 +9,13 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
 RESOLVED_CONFIG = "config.yaml"
+WANDB_RUN_ID = "wandb_run_id"  # in the run folder: the W&B run a resumed job continues
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -62,11 +64,47 @@ def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
         logger.log_hyperparams(container)
 
 
+def resumed_run_dir(cfg: DictConfig) -> Path | None:
+    """The run folder `ckpt_path` resumes: this run's for `last` / `hpc`, else the checkpoint's run folder
+    (checkpoints live in <run>/checkpoints/); None when not resuming."""
+    ckpt = cfg.get("ckpt_path")
+    if not ckpt:
+        return None
+    if str(ckpt) in ("last", "hpc", "registry"):
+        return Path(cfg.paths.output_dir)
+    return Path(ckpt).resolve().parent.parent
+
+
+def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
+    """The configured loggers; a resumed run continues its W&B run (the id saved in its run folder)."""
+    run_dir = resumed_run_dir(cfg)
+    id_file = run_dir / WANDB_RUN_ID if run_dir is not None else None
+    resume_id = id_file.read_text().strip() if id_file is not None and id_file.is_file() else None
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        if node is None or "_target_" not in node:
+            continue
+        if resume_id and str(node._target_).endswith("WandbLogger"):
+            loggers.append(instantiate(node, id=resume_id, resume="allow"))
+            log.info("resuming W&B run %s", resume_id)
+        else:
+            loggers.append(instantiate(node))
+    return loggers
+
+
+def remember_wandb_run(loggers: list[Logger], output_dir: Path) -> None:
+    """Write the W&B run id into the run folder (global rank 0), for a later resume to continue the run."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
+            (output_dir / WANDB_RUN_ID).write_text(str(logger.version))
+
+
 def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
     callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks or [])
-    loggers = instantiate_group(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log_config(loggers, cfg)
+    remember_wandb_run(loggers, Path(cfg.paths.output_dir))
     return trainer
 
 

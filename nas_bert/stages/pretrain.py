@@ -10,9 +10,10 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from transformers import AutoTokenizer, DataCollatorForLanguageModeling, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from nas_bert.arch import Arch
+from nas_bert.distill.masking import TokenMasker
 from nas_bert.distill.mlm_teacher import prepare_mlm_teacher
 from nas_bert.inherit import inherit_from_supernet, load_supernet_checkpoint
 from nas_bert.modeling.students import (
@@ -101,7 +102,6 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
         eval_batches=first_batches(datamodule.val_dataset, head.batch_size, head.eval_batches),
         fit_steps=head.fit_steps, lr=head.lr)
     (output_dir / "mlm_head.json").write_text(json.dumps(report, indent=2))
-    datamodule.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability)
 
     s = cfg.student
     student = build_student(arch, vocab_size=len(tokenizer), max_positions=s.max_positions, head_dim=s.head_dim,
@@ -111,7 +111,8 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
         init = {"init": "supernet", "checkpoint": str(inherit_from),
                 **inherit_from_supernet(student, load_supernet_checkpoint(inherit_from), teacher)}
     (output_dir / "student_init.json").write_text(json.dumps(init, indent=2))
-    module = instantiate(cfg.model, student=student, teacher=teacher)
+    masker = TokenMasker.for_tokenizer(tokenizer, cfg.mlm_probability, seed=cfg.seed)
+    module = instantiate(cfg.model, student=student, teacher=teacher, masker=masker)
     trainer = build_trainer(cfg)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
