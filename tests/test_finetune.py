@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import yaml
 from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
 
 from nas_bert.data.glue import GlueDataModule
@@ -156,3 +157,20 @@ def test_teachers_then_students_with_kd_fill_the_summary(tiny_teacher_dir, tmp_p
                       f"teacher.name_or_path={tiny_teacher_dir}", run="squad")
     assert squad.returncode == 0, squad.stderr[-3000:]
     assert "squad_v1.1" in (tmp_path / "summary.md").read_text().splitlines()[0]
+
+
+@pytest.mark.slow
+def test_optuna_sweep_runs_trials_as_grouped_wandb_runs(tiny_teacher_dir, tmp_path):
+    glue = ["data/glue=local", f"data.data_dir={GLUE}", f"teacher.name_or_path={tiny_teacher_dir}", "data.task=rte"]
+    sweep = run_train(tmp_path, "experiment=finetune_glue", "hparams_search=finetune_optuna", *glue,
+                      "hydra.sweeper.n_trials=2", run="sweep", multirun=True)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"model.optimizer.lr", "model.kd_weight"}  # batch size: fixed by run_train
+    scores = [json.loads(line)["final"]["val/score"] for line in open(tmp_path / "results.jsonl")]
+    assert len(scores) == 2 and best["best_value"] == pytest.approx(max(scores))  # each trial returned its score
+    runs = sorted((tmp_path / "sweep").glob("*/wandb/offline-run-*"))
+    assert len(runs) == 2  # one W&B run per trial, each closed before the next began
+    groups = {yaml.safe_load((tmp_path / "sweep" / job / "config.yaml").read_text())["logger"]["wandb"]["group"]
+              for job in ("0", "1")}
+    assert groups == {"sweep-sweep"}

@@ -112,7 +112,8 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
                 **inherit_from_supernet(student, load_supernet_checkpoint(inherit_from), teacher)}
     (output_dir / "student_init.json").write_text(json.dumps(init, indent=2))
     masker = TokenMasker.for_tokenizer(tokenizer, cfg.mlm_probability, seed=cfg.seed)
-    module = instantiate(cfg.model, student=student, teacher=teacher, masker=masker)
+    # objects passed to the partial, not to instantiate: Hydra would turn the masker dataclass into a config
+    module = instantiate(cfg.model, _partial_=True)(student=student, teacher=teacher, masker=masker)
     trainer = build_trainer(cfg)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -22,7 +22,16 @@ def package_dir(package: str, *parts: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations)), *parts))
 
 
+def sweep_name(sweep_dir: str) -> str:
+    """A sweep's name from its folder, e.g. `.../finetune/multiruns/2026-11-22_10-00-00` -> `finetune-2026-11-22_10-00-00`
+    (W&B groups the sweep's trials under it)."""
+    path = Path(sweep_dir)
+    return f"{path.parent.parent.name}-{path.name}" if path.parent.name == "multiruns" else path.name
+
+
 def register_resolvers() -> None:
     """Register once; safe to call again."""
     if not OmegaConf.has_resolver("package_dir"):
         OmegaConf.register_new_resolver("package_dir", package_dir)
+    if not OmegaConf.has_resolver("sweep_name"):
+        OmegaConf.register_new_resolver("sweep_name", sweep_name)
