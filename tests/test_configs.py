@@ -20,10 +20,10 @@ def names(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def search_cfg(tmp_path: Path, *overrides: str, config: str = "search"):
+def search_cfg(tmp_path: Path, *overrides: str, config: str = "search", return_hydra_config: bool = False):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config, overrides=[f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache",
-                                          *overrides])
+                                          *overrides], return_hydra_config=return_hydra_config)
 
 
 def test_default_config_resolves(tmp_path):
@@ -91,3 +91,34 @@ def test_supernet_model_instantiates_with_a_local_teacher(tmp_path, tiny_teacher
     cfg = search_cfg(tmp_path, "space=tiny", f"teacher.name_or_path={tiny_teacher_dir}")
     model = instantiate(cfg.model)
     assert model.supernet.teacher_hidden == 48 and model.space.name == "tiny"
+
+
+def test_slurm_launcher_runs_one_task_per_gpu(tmp_path):
+    cfg = search_cfg(tmp_path, "hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=2",
+                     "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4", return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("SlurmLauncher") and launcher["tasks_per_node"] == 4
+    assert launcher["nodes"] == cfg.trainer.num_nodes == 2 and launcher["max_num_timeout"] > 0
+
+
+def test_optuna_sweep_config_composes(tmp_path):
+    cfg = search_cfg(tmp_path, "experiment=finetune_glue", "hparams_search=finetune_optuna", config="train",
+                     return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert set(sweeper.params) == {"model.optimizer.lr", "model.kd_weight", "data.batch_size"}
+    assert cfg.optimized_metric == "val/score"
+
+
+@pytest.mark.parametrize(("world", "expected"), [(1, 8), (2, 4), (8, 1)])
+def test_global_batch_size_sets_accumulation(world, expected):
+    from nas_bert.stages.common import accumulation_for
+
+    assert accumulation_for(256, 32, world) == expected
+
+
+def test_global_batch_size_that_does_not_divide_is_refused():
+    from nas_bert.stages.common import accumulation_for
+
+    with pytest.raises(ValueError, match=r"not a multiple of data.batch_size x devices x nodes = 32 x 3 = 96"):
+        accumulation_for(256, 32, 3)

@@ -99,10 +99,26 @@ def remember_wandb_run(loggers: list[Logger], output_dir: Path) -> None:
             (output_dir / WANDB_RUN_ID).write_text(str(logger.version))
 
 
+def accumulation_for(global_batch_size: int, per_device_batch_size: int, world_size: int) -> int:
+    """Micro-batches per optimizer step that keep `global_batch_size` = per-device batch x devices x nodes x
+    accumulation, whatever the number of devices (so the learning rate needs no change)."""
+    per_step = per_device_batch_size * world_size
+    if global_batch_size % per_step:
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not a multiple of data.batch_size x devices x nodes = "
+            f"{per_device_batch_size} x {world_size} = {per_step}; change data.batch_size or global_batch_size")
+    return global_batch_size // per_step
+
+
 def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
     callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks or [])
     loggers = instantiate_loggers(cfg)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if cfg.get("global_batch_size"):
+        trainer.accumulate_grad_batches = accumulation_for(cfg.global_batch_size, cfg.data.batch_size,
+                                                           trainer.world_size)
+        log.info("global batch %d = %d per device x %d devices x %d accumulated", cfg.global_batch_size,
+                 cfg.data.batch_size, trainer.world_size, trainer.accumulate_grad_batches)
     log_config(loggers, cfg)
     remember_wandb_run(loggers, Path(cfg.paths.output_dir))
     return trainer
