@@ -1,5 +1,5 @@
 """NAS-BERT search: `python search.py` trains the supernet with progressive shrinking and selects one
-architecture per budget (stages 1 and 2).
+architecture per budget (stages 1 and 2); `python search.py +pipeline=cpu_demo` runs every stage.
 
 All settings come from conf/search.yaml and its groups; see README.md for common overrides.
 """
@@ -13,11 +13,15 @@ import hydra
 from omegaconf import DictConfig
 
 import nas_bert  # noqa: F401  (registers config resolvers)
+from nas_bert.stages.pipeline import run_pipeline
 from nas_bert.stages.search import run_search
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="search")
 def main(cfg: DictConfig) -> float | None:
+    if cfg.get("pipeline"):  # `+pipeline=<name>`: every stage, each as its own process
+        run_pipeline(cfg)
+        return None
     metrics = run_search(cfg)
     return metrics.get(cfg.get("optimized_metric"))
 
