@@ -37,7 +37,7 @@ def load_supernet_checkpoint(path: str | Path) -> Supernet:
             f"no supernet checkpoint at {path}; set student.supernet_checkpoint to a search run's "
             f"checkpoints/last.ckpt, or student.init=scratch"
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # holds numpy shrinking state
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain Python values only
     saved = ckpt.get(CHECKPOINT_KEY)
     if saved is None:
         raise ArchitectureError(f"{path} was not written by the supernet stage (no {CHECKPOINT_KEY!r} entry)")

@@ -89,7 +89,7 @@ def load_supernet(model, run_dir: Path) -> Path:
     ckpt_path = run_dir / "checkpoints" / "last.ckpt"
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"no supernet checkpoint at {ckpt_path}; search.select_from must be a search run dir")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     model.on_load_checkpoint(ckpt)  # the same space and teacher-width checks as a resume
     model.load_state_dict(ckpt["state_dict"])
     return ckpt_path
