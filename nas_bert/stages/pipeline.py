@@ -135,8 +135,9 @@ def write_summary(cfg: DictConfig, out: Path, models: dict[str, str]) -> tuple[l
     lat = cfg.pipeline.latency
     columns, rows = summary_rows(latest_results(out / "finetune" / "results.jsonl"))
     key = f"latency ms (b{lat.batch_size}, t{lat.seq_len})"
-    for row in rows:
-        row[key] = encoder_latency_ms(models[row["model"]], lat.batch_size, lat.seq_len, lat.min_run_time)
+    for row in rows:  # rows of models this configuration no longer trains (an earlier run in the folder): no latency
+        path = models.get(row["model"])
+        row[key] = None if path is None else encoder_latency_ms(path, lat.batch_size, lat.seq_len, lat.min_run_time)
     columns = [*columns[:2], key, *columns[2:]]
     (out / "summary.md").write_text(markdown(columns, rows))
     with (out / "summary.csv").open("w", newline="") as f:
