@@ -9,7 +9,6 @@ re-running the command with the same `hydra.run.dir` continues an interrupted pi
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -20,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from nas_bert.stages.summary import format_value, latest_results, markdown, summary_rows
+from nas_bert.stages.common import instantiate_group
+from nas_bert.stages.summary import format_value, latest_results, print_table, summary_rows, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -139,32 +140,24 @@ def write_summary(cfg: DictConfig, out: Path, models: dict[str, str]) -> tuple[l
         path = models.get(row["model"])
         row[key] = None if path is None else encoder_latency_ms(path, lat.batch_size, lat.seq_len, lat.min_run_time)
     columns = [*columns[:2], key, *columns[2:]]
-    (out / "summary.md").write_text(markdown(columns, rows))
-    with (out / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({c: format_value(r.get(c)) for c in columns} for r in rows)
-    log_summary(cfg, out, columns, rows)
+    write_tables(out, columns, rows)
+    log_summary(cfg, columns, rows)
     return columns, rows
 
 
-def log_summary(cfg: DictConfig, out: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    """The table in the console and as the W&B table `pipeline/summary` (a run of its own)."""
-    from nas_bert.stages.summary import print_table
-
+def log_summary(cfg: DictConfig, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """The table in the console and, through the configured loggers, as the W&B table `pipeline/summary`."""
     print_table(columns, rows)
-    node = (cfg.get("logger") or {}).get("wandb")
-    if node is None:
-        return
-    import wandb
+    loggers = instantiate_group(cfg.get("logger"))
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg.pipeline, resolve=True))
+        if hasattr(logger, "log_table"):
+            logger.log_table("pipeline/summary", columns=columns,
+                             data=[[format_value(r.get(c)) for c in columns] for r in rows])
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
 
-    settings = OmegaConf.to_container(node, resolve=True)
-    run = wandb.init(project=settings.get("project"), group=settings.get("group"), job_type="pipeline",
-                     dir=str(out), mode="offline" if settings.get("offline", True) else "online",
-                     config=OmegaConf.to_container(cfg.pipeline, resolve=True))
-    run.log({"pipeline/summary": wandb.Table(columns=columns,
-                                             data=[[format_value(r.get(c)) for c in columns] for r in rows])})
-    run.finish()
+        wandb.finish()
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, float]:

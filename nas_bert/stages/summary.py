@@ -75,6 +75,15 @@ def markdown(columns: list[str], rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_tables(directory: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """`summary.md` and `summary.csv` of the table in `directory`."""
+    (directory / "summary.md").write_text(markdown(columns, rows))
+    with (directory / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({c: format_value(r.get(c)) for c in columns} for r in rows)
+
+
 def record_result(results_file: str | Path, result: dict[str, Any], loggers: Iterable[Any] = ()) -> Path:
     """Append `result`, rebuild the summary (summary.md, summary.csv), print it and log it to W&B."""
     path = Path(results_file)
@@ -82,11 +91,7 @@ def record_result(results_file: str | Path, result: dict[str, Any], loggers: Ite
     with path.open("a") as f:
         f.write(json.dumps(result) + "\n")
     columns, rows = summary_rows(latest_results(path))
-    (path.parent / "summary.md").write_text(markdown(columns, rows))
-    with (path.parent / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({c: format_value(r.get(c)) for c in columns} for r in rows)
+    write_tables(path.parent, columns, rows)
     print_table(columns, rows)
     for logger in loggers:
         if hasattr(logger, "log_table"):
