@@ -12,9 +12,11 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 import hydra
 from omegaconf import DictConfig
 
-import nas_bert  # noqa: F401  (registers config resolvers)
+from nas_bert import register_resolvers
 from nas_bert.stages.pipeline import run_pipeline
 from nas_bert.stages.search import run_search
+
+register_resolvers()  # ${package_dir:...} and ${sweep_name:...} in conf/
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="search")

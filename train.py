@@ -11,12 +11,15 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 import hydra
 from omegaconf import DictConfig
 
-import nas_bert  # noqa: F401  (registers config resolvers)
+from nas_bert import register_resolvers
 from nas_bert.stages.finetune import run_finetune
 from nas_bert.stages.fit import run_fit
 from nas_bert.stages.pretrain import run_pretrain
 
 STAGES = {"pretrain": run_pretrain, "finetune": run_finetune, "fit": run_fit}
+
+
+register_resolvers()  # ${package_dir:...} and ${sweep_name:...} in conf/
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

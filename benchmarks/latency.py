@@ -31,11 +31,11 @@ from transformers import AutoConfig, AutoModel
 
 import nas_bert  # noqa: F401  (registers the NAS-BERT Auto classes)
 from nas_bert.arch import IDENTITY, Arch, BlockArch
+from nas_bert.encoder import encoder_params
 from nas_bert.modeling import NasBertConfig, NasBertModel
 from nas_bert.modeling.students import equal_size_baseline
 from nas_bert.search.latency import QUIET_SHARE, assemble_table, part_calls, predict_latency, time_calls
 from nas_bert.space import SearchSpace
-from nas_bert.student import encoder_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,9 +28,9 @@ import torch
 import yaml
 
 from nas_bert.arch import IDENTITY, Arch, BlockArch
+from nas_bert.encoder import StudentEncoder, encoder_flops, encoder_params
 from nas_bert.search.latency import QUIET_SHARE, assemble_table, part_calls, predict_latency, time_calls
 from nas_bert.space import SearchSpace
-from nas_bert.student import StudentEncoder, encoder_flops, encoder_params
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "space"
 

@@ -83,9 +83,9 @@ def main() -> None:
     space = load_space(args.space)
     teacher = None
     if args.teacher:
-        from nas_bert.teacher import Teacher
+        from nas_bert.teacher import FrozenTeacher
 
-        teacher = Teacher(args.teacher, space.num_blocks).to(device)
+        teacher = FrozenTeacher(args.teacher, space.num_blocks).to(device)
         args.teacher_width = teacher.hidden_size
     supernet = Supernet(space, args.teacher_width).to(device)
     states = [torch.randn(args.batch, args.seq_len, args.teacher_width, device=device)

@@ -34,7 +34,7 @@ from nas_bert.lit.optim import weight_decay_groups
 from nas_bert.modeling.students import build_student, uniform_arch
 from nas_bert.search.latency import cpu_model
 from nas_bert.space import SearchSpace
-from nas_bert.teacher import Teacher
+from nas_bert.teacher import FrozenTeacher
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "space"
 
@@ -47,7 +47,7 @@ def default_teacher() -> str:
 
 def supernet_step(args: argparse.Namespace, device: torch.device) -> Callable[[dict, int], None]:
     space = SearchSpace.from_dict(yaml.safe_load((CONF / f"{args.space}.yaml").read_text()))
-    module = SupernetDistillation(space, Teacher(args.teacher, space.num_blocks), optimizer=torch.optim.AdamW)
+    module = SupernetDistillation(space, FrozenTeacher(args.teacher, space.num_blocks), optimizer=torch.optim.AdamW)
     module.to(device).train()
     module.teacher.to(device)
     optimizer = torch.optim.AdamW(weight_decay_groups(module.supernet), lr=1e-4)

@@ -1,19 +1,24 @@
-"""The frozen teacher: any Hugging Face BERT-family encoder, cut evenly into N blocks.
+"""The frozen teacher of every stage: any Hugging Face model, kept outside the LightningModule's module tree.
 
-`Teacher(batch)` returns the hidden states at block boundaries, Y_0 (embedding output) ..
-Y_N (last layer). It never trains: parameters are frozen and `train()` keeps it in eval mode.
-Owners keep it outside their module tree, so it is neither DDP-wrapped nor checkpointed.
+`FrozenTeacher` is not an `nn.Module`, so a LightningModule attribute holding it registers nothing: it is
+neither DDP-wrapped, nor checkpointed, nor switched to train mode. It moves itself to the device of the
+inputs it is called with, and pickles as its recipe (path, loader, block count), so spawned DDP workers
+reload it from disk. Block-boundary states come from `output_hidden_states` alone.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoModel
+
+from nas_bert.utils.resume import preserved_rng
 
 log = logging.getLogger(__name__)
 
@@ -44,31 +49,50 @@ def resolve_model_path(name_or_path: str, what: str = "teacher", setting: str = 
 
 
 def load_encoder(name_or_path: str) -> nn.Module:
-    """`AutoModel.from_pretrained` with errors that say what to do."""
-    resolved = resolve_model_path(name_or_path)
-    try:
-        return AutoModel.from_pretrained(resolved)
-    except OSError as err:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = (
-            "HF_HUB_OFFLINE=1 is set: use a local directory (e.g. teacher=minilm_l6) or unset it"
-            if offline
-            else "check the hub id and your network, or use a local directory"
-        )
-        raise TeacherError(f"could not load teacher {name_or_path!r}: {err}\nFix: {hint}") from None
+    """The bare encoder (`AutoModel`): the supernet's teacher."""
+    return AutoModel.from_pretrained(name_or_path)
 
 
-class Teacher(nn.Module):
-    """A frozen encoder returning Y_0..Y_N at its N block boundaries."""
+def freeze(model: nn.Module) -> nn.Module:
+    """No gradients, eval mode (dropout off)."""
+    model.requires_grad_(False)
+    return model.eval()
 
-    def __init__(self, name_or_path: str, num_blocks: int, tokenizer: str | None = None) -> None:
-        super().__init__()
-        self.name_or_path = name_or_path
-        self.tokenizer = tokenizer or name_or_path
-        self.model = load_encoder(name_or_path)
-        config = self.model.config
-        layers = getattr(config, "num_hidden_layers", None)
-        if not isinstance(layers, int) or layers < 1 or not hasattr(config, "hidden_size"):
+
+def encoder_config(model: nn.Module) -> Any:
+    """The HF config of a model, or of the encoder inside a wrapper without one (an encoder with a fitted head)."""
+    config = getattr(model, "config", None)
+    return config if config is not None else model.encoder.config
+
+
+class FrozenTeacher:
+    """A frozen model returning its outputs, all hidden states, or the states at N block boundaries.
+
+    Args:
+        name_or_path: local `save_pretrained` directory or hub id.
+        num_blocks: the teacher's layers are cut evenly into this many blocks (`block_states`).
+        tokenizer: the tokenizer directory / hub id that belongs to it (default: `name_or_path`).
+        loader: builds the model from the resolved path (default `AutoModel`; a task model or a masked-LM
+            model for the other stages). It must pickle (a function or a `functools.partial` of one).
+        setting: the config key that names it, for error messages.
+    """
+
+    def __init__(self, name_or_path: str, num_blocks: int = 1, tokenizer: str | None = None,
+                 loader: Callable[[str], nn.Module] = load_encoder, setting: str = "teacher.name_or_path") -> None:
+        self.name_or_path, self.num_blocks, self.loader, self.setting = str(name_or_path), num_blocks, loader, setting
+        self.tokenizer = str(tokenizer or name_or_path)
+        resolved = resolve_model_path(self.name_or_path, "teacher", setting)
+        try:
+            with preserved_rng():  # loading draws nothing from the run's random streams (e.g. for missing heads)
+                self.model = freeze(loader(resolved))
+        except OSError as err:
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            hint = ("HF_HUB_OFFLINE=1 is set: use a local directory (e.g. teacher=minilm_l6) or unset it"
+                    if offline else "check the hub id and your network, or use a local directory")
+            raise TeacherError(f"could not load teacher {name_or_path!r}: {err}\nFix: {hint} ({setting})") from None
+        self.config = encoder_config(self.model)
+        layers = getattr(self.config, "num_hidden_layers", None)
+        if not isinstance(layers, int) or layers < 1 or not hasattr(self.config, "hidden_size"):
             raise TeacherError(
                 f"teacher {name_or_path!r} ({type(self.model).__name__}) exposes no num_hidden_layers/hidden_size; "
                 f"use a BERT-family encoder (BERT, RoBERTa, MiniLM, ...)"
@@ -79,44 +103,63 @@ class Teacher(nn.Module):
                 f"teacher {name_or_path!r} has {layers} layers, which do not split evenly into {num_blocks} blocks; "
                 f"set space.num_blocks to one of {divisors}"
             )
-        self.num_layers = layers
-        self.num_blocks = num_blocks
+        self.num_layers, self.hidden_size = layers, int(self.config.hidden_size)
         self.layers_per_block = layers // num_blocks
-        self.hidden_size: int = config.hidden_size
-        self.requires_grad_(False)
-        self.eval()
 
-    def __reduce__(self):
-        """Pickle as the recipe, not the weights: spawned DDP workers reload the teacher from disk.
+    # -- the recipe travels, not the weights -----------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {"name_or_path": self.name_or_path, "num_blocks": self.num_blocks, "tokenizer": self.tokenizer,
+                "loader": self.loader, "setting": self.setting}
 
-        (Unpickled transformers models can lose the hooks that collect hidden states.)
-        """
-        return (type(self), (self.name_or_path, self.num_blocks, self.tokenizer))
+    def __setstate__(self, recipe: dict[str, Any]) -> None:
+        self.__init__(**recipe)
 
-    def train(self, mode: bool = True) -> Teacher:
-        """Always eval: dropout off, whatever the owner asks."""
-        return super().train(False)
+    def __repr__(self) -> str:
+        return f"FrozenTeacher({self.name_or_path!r}, num_blocks={self.num_blocks}, {type(self.model).__name__})"
 
+    # -- device and size ------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        return next(self.model.parameters()).device
 
+    def to(self, device: torch.device | str) -> FrozenTeacher:
+        """Move the weights to `device` (a no-op when they are there); returns self."""
+        if self.device != torch.device(device):
+            self.model.to(device)
+        return self
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return self.model.parameters()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    # -- forward passes (no gradients, on the inputs' device) -----------------------------------------
     @torch.no_grad()
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> list[torch.Tensor]:
-        """(B, T) token ids -> N + 1 tensors (B, T, D): Y_0 (embeddings), Y_1 .. Y_N."""
-        kwargs = {"attention_mask": attention_mask, "output_hidden_states": True, "return_dict": True}
+    def __call__(self, input_ids: torch.Tensor, **inputs: Any) -> Any:
+        """The model's output on (B, T) `input_ids` and further model inputs."""
+        self.to(input_ids.device)
+        return self.model(input_ids=input_ids, **inputs)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """L + 1 states (B, T, D): the embedding output, then every layer's output."""
+        inputs = {"attention_mask": attention_mask, "output_hidden_states": True, "return_dict": True}
         if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        states = self.model(input_ids=input_ids, **kwargs).hidden_states  # L + 1 tensors
+            inputs["token_type_ids"] = token_type_ids
+        encoder = getattr(self.model, "base_model", self.model)  # no head: the states are what is needed
+        self.to(input_ids.device)
+        with torch.no_grad():
+            states = encoder(input_ids=input_ids, **inputs).hidden_states
         if states is None or len(states) != self.num_layers + 1:
             raise TeacherError(
                 f"teacher {self.name_or_path!r} returned {0 if states is None else len(states)} hidden states, "
                 f"expected {self.num_layers + 1} (embeddings + every layer); it lacks the layers NAS-BERT needs"
             )
-        return [states[n * self.layers_per_block] for n in range(self.num_blocks + 1)]
+        return states
 
+    def block_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                     token_type_ids: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """N + 1 states (B, T, D) at the block boundaries: Y_0 (embeddings), Y_1 .. Y_N."""
+        states = self.hidden_states(input_ids, attention_mask, token_type_ids)
+        return [states[n * self.layers_per_block] for n in range(self.num_blocks + 1)]

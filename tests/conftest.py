@@ -15,8 +15,22 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import nas_bert  # noqa: E402,F401  (registers config resolvers)
+from nas_bert import register_resolvers  # noqa: E402
 from nas_bert.space import SearchSpace  # noqa: E402
+
+register_resolvers()  # the configs' ${package_dir:...} and ${sweep_name:...}, as search.py and train.py register them
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # pytest -n N: each worker gets its share of the cores
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with slow tests first: under `pytest -n` (a module per worker) the long ones start early and the
+    short ones fill in, instead of one long module ending the run alone."""
+    slow_modules = {item.module for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module not in slow_modules)  # stable: the order within a module stays
 
 
 def minilm_dir() -> Path:
@@ -45,6 +59,12 @@ def tiny_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(minilm_dir() / name, out / name)
     return out
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One datasets / latency-table / MLM-head cache for the whole session, as a user's .cache would be."""
+    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Tests of the pre-training corpus DataModule (nas_bert/data/corpus.py) and its configs.
+"""Tests of the pre-training corpus DataModule (nas_bert/data/corpus.py, gutenberg.py) and its configs.
 
 Uses only the fixtures in tests/fixtures/corpus, the bundled sample in data/corpus and the offline
 MiniLM tokenizer; every cache goes to tmp_path.
@@ -23,7 +23,7 @@ import yaml
 from torch.utils.data import SequentialSampler
 
 from nas_bert.data import CorpusDataModule
-from nas_bert.data.corpus import strip_gutenberg_lines
+from nas_bert.data.gutenberg import strip_gutenberg_lines
 from nas_bert.data.loading import ResumableSampler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,10 +62,10 @@ def body(dataset: datasets.Dataset) -> list[int]:
 
 
 def test_packing_shapes_and_special_tokens(tmp_path):
-    dm = make(tmp_path, train_files=str(TRAIN), validation_files=str(VALID), seq_len=16, batch_size=4)
+    dm = make(tmp_path, train_files=str(TRAIN), validation_files=str(VALID), max_seq_length=16, batch_size=4)
     cls_id, sep_id = dm.tokenizer.cls_token_id, dm.tokenizer.sep_token_id
     for ds in (dm.train_dataset, dm.val_dataset):
-        ids = ds[:]["input_ids"]  # (N, seq_len)
+        ids = ds[:]["input_ids"]  # (N, max_seq_length)
         assert ids.ndim == 2 and ids.shape[1] == 16 and ids.shape[0] > 0
         assert (ids[:, 0] == cls_id).all() and (ids[:, -1] == sep_id).all()
         assert not ((ids[:, 1:-1] == cls_id) | (ids[:, 1:-1] == sep_id)).any()
@@ -88,7 +88,7 @@ def test_token_stream_equals_tokenized_concatenation(tmp_path):
     lines = nonempty_lines(TRAIN)
     big = tmp_path / "big.txt"
     big.write_text("\n\n".join(lines * 150) + "\n", encoding="utf-8")
-    dm = make(tmp_path, train_files=str(big), seq_len=16)
+    dm = make(tmp_path, train_files=str(big), max_seq_length=16)
     ref = reference_ids(dm, lines * 150)
     stream = body(dm.train_dataset)
     chunk = 16 - 2
@@ -102,15 +102,15 @@ def test_gz_input_equals_plain_input(tmp_path):
     gz.write_bytes(gzip.compress(TRAIN.read_bytes()))
     raw = tmp_path / "tiny_train.raw"  # .raw is read as plain text too
     shutil.copy(TRAIN, raw)
-    plain = make(tmp_path, train_files=str(TRAIN), seq_len=16)
+    plain = make(tmp_path, train_files=str(TRAIN), max_seq_length=16)
     for other in (gz, raw):
-        dm = make(tmp_path, train_files=str(other), seq_len=16)
+        dm = make(tmp_path, train_files=str(other), max_seq_length=16)
         assert torch.equal(plain.train_dataset[:]["input_ids"], dm.train_dataset[:]["input_ids"])
 
 
 def test_globs_lists_and_truncation(tmp_path):
-    full = make(tmp_path, train_files=[str(TRAIN), str(VALID)], seq_len=16)
-    globbed = make(tmp_path, train_files=str(FIX / "tiny_*.txt"), seq_len=16)  # sorted: train, valid
+    full = make(tmp_path, train_files=[str(TRAIN), str(VALID)], max_seq_length=16)
+    globbed = make(tmp_path, train_files=str(FIX / "tiny_*.txt"), max_seq_length=16)  # sorted: train, valid
     assert torch.equal(full.train_dataset[:]["input_ids"], globbed.train_dataset[:]["input_ids"])
     assert (
         body(full.train_dataset)
@@ -120,14 +120,14 @@ def test_globs_lists_and_truncation(tmp_path):
         tmp_path,
         train_files=str(TRAIN),
         validation_files=str(VALID),
-        seq_len=16,
-        max_train_sequences=3,
-        max_val_sequences=2,
+        max_seq_length=16,
+        max_train_samples=3,
+        max_eval_samples=2,
     )
     assert len(cut.train_dataset) == 3 and len(cut.val_dataset) == 2
     assert torch.equal(
         cut.train_dataset[:]["input_ids"],
-        make(tmp_path, train_files=str(TRAIN), seq_len=16).train_dataset[:]["input_ids"][:3],
+        make(tmp_path, train_files=str(TRAIN), max_seq_length=16).train_dataset[:]["input_ids"][:3],
     )
 
 
@@ -152,7 +152,7 @@ def test_gutenberg_stripping_per_file(tmp_path):
     second.write_bytes(gzip.compress(GUTENBERG.read_bytes().replace(b"mill pond", b"harbour wall")))
     first = tmp_path / "pg1.txt"
     shutil.copy(GUTENBERG, first)
-    dm = make(tmp_path, train_files=str(tmp_path / "pg*"), seq_len=8, strip_gutenberg_boilerplate=True)
+    dm = make(tmp_path, train_files=str(tmp_path / "pg*"), max_seq_length=8, strip_gutenberg_boilerplate=True)
     book = strip_gutenberg_lines(GUTENBERG.read_text(encoding="utf-8"))
     expected = book + [line.replace("mill pond", "harbour wall") for line in book]
     ref = reference_ids(dm, expected)
@@ -163,7 +163,7 @@ def test_gutenberg_stripping_per_file(tmp_path):
     for boilerplate in ("licenseheader", "licensefooter", "gutenberg", "\r"):
         assert boilerplate not in text
 
-    kept = make(tmp_path, train_files=str(first), seq_len=8)  # flag off: boilerplate stays
+    kept = make(tmp_path, train_files=str(first), max_seq_length=8)  # flag off: boilerplate stays
     assert "licenseheader" in kept.tokenizer.decode(body(kept.train_dataset))
 
 
@@ -172,10 +172,10 @@ def test_gutenberg_stripping_per_file(tmp_path):
 
 def test_validation_fraction_split_is_deterministic(tmp_path):
     def split(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        dm = make(tmp_path, train_files=str(TRAIN), seq_len=8, validation_fraction=0.25, seed=seed)
+        dm = make(tmp_path, train_files=str(TRAIN), max_seq_length=8, validation_fraction=0.25, seed=seed)
         return dm.train_dataset[:]["input_ids"], dm.val_dataset[:]["input_ids"]
 
-    full = make(tmp_path, train_files=str(TRAIN), seq_len=8).train_dataset[:]["input_ids"]
+    full = make(tmp_path, train_files=str(TRAIN), max_seq_length=8).train_dataset[:]["input_ids"]
     train, val = split(0)
     assert len(val) == -(-len(full) // 4) and len(train) + len(val) == len(full)
     def rows(t: torch.Tensor) -> list[tuple[int, ...]]:
@@ -189,15 +189,15 @@ def test_validation_fraction_split_is_deterministic(tmp_path):
 
 
 def test_no_validation_set(tmp_path):
-    dm = make(tmp_path, train_files=str(TRAIN), seq_len=16)
+    dm = make(tmp_path, train_files=str(TRAIN), max_seq_length=16)
     assert dm.val_dataset is None and dm.val_dataloader() == []
     # validation_files wins over validation_fraction
     dm = make(
-        tmp_path, train_files=str(TRAIN), validation_files=str(VALID), seq_len=16, validation_fraction=0.5
+        tmp_path, train_files=str(TRAIN), validation_files=str(VALID), max_seq_length=16, validation_fraction=0.5
     )
     assert torch.equal(
         dm.val_dataset[:]["input_ids"],
-        make(tmp_path, train_files=str(VALID), seq_len=16).train_dataset[:]["input_ids"],
+        make(tmp_path, train_files=str(VALID), max_seq_length=16).train_dataset[:]["input_ids"],
     )
 
 
@@ -212,7 +212,7 @@ def test_custom_collator_and_eval_batch_size(tmp_path):
         tmp_path,
         train_files=str(TRAIN),
         validation_files=str(VALID),
-        seq_len=16,
+        max_seq_length=16,
         batch_size=2,
         eval_batch_size=3,
         collator=collator,
@@ -287,7 +287,7 @@ def test_corpus_too_small(tmp_path):
         ValueError,
         "0 sequences",
         "0 tokens",
-        "smaller seq_len",
+        "smaller max_seq_length",
         str(empty),
         tmp_path=tmp_path,
         train_files=str(empty),
@@ -298,7 +298,7 @@ def test_corpus_too_small(tmp_path):
         ValueError,
         "The train corpus yields 0 sequences",
         "6 tokens",
-        "seq_len=128",
+        "max_seq_length=128",
         "more text",
         tmp_path=tmp_path,
         train_files=str(short),
@@ -316,21 +316,21 @@ def test_corpus_too_small(tmp_path):
         "validation_fraction=0",
         tmp_path=tmp_path,
         train_files=str(short),
-        seq_len=8,
+        max_seq_length=8,
         validation_fraction=0.1,
     )
 
 
 @pytest.mark.parametrize("seq_len", [4, 7, 513, 1024])
-def test_seq_len_out_of_range(tmp_path, seq_len):
+def test_max_seq_length_out_of_range(tmp_path, seq_len):
     expect(
         ValueError,
-        f"seq_len={seq_len}",
+        f"max_seq_length={seq_len}",
         "between 8",
         "model_max_length=512",
         tmp_path=tmp_path,
         train_files=str(TRAIN),
-        seq_len=seq_len,
+        max_seq_length=seq_len,
     )
 
 
@@ -393,9 +393,24 @@ def test_hub_dataset_unreachable_offline(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.parametrize(
+    ("arg", "value", "fragment"),
+    [
+        ("max_train_samples", 0, "max_train_samples must be >= 1 or null"),
+        ("max_eval_samples", -1, "max_eval_samples must be >= 1 or null"),
+        ("batch_size", 0, "batch_size must be >= 1"),
+    ],
+)
+def test_bad_counts(tmp_path, arg, value, fragment):
+    expect(ValueError, fragment, f"got {value}", tmp_path=tmp_path, train_files=str(TRAIN), **{arg: value})
+
+
 def test_setup_required_before_dataloaders():
-    dm = CorpusDataModule(TOKENIZER, train_files=str(TRAIN), seq_len=16)
+    dm = CorpusDataModule(TOKENIZER, train_files=str(TRAIN), max_seq_length=16)
     assert dm.train_dataset is None and dm.val_dataset is None
+    assert dm.max_seq_length == 16
+    with pytest.raises(AttributeError):
+        dm.max_seq_length = 32  # read-only: the packed length is fixed at construction
     with pytest.raises(RuntimeError, match="setup"):
         dm.train_dataloader()
 
@@ -408,28 +423,51 @@ def test_bundled_sample_builds(tmp_path):
         tmp_path,
         train_files=str(SAMPLE / "wiki.test.raw.gz"),
         validation_files=str(SAMPLE / "wiki.valid.raw.gz"),
-        seq_len=128,
+        max_seq_length=128,
         batch_size=16,
     )
     n_train, n_val = len(dm.train_dataset), len(dm.val_dataset)
-    print(f"bundled WikiText-2 sample at seq_len=128: {n_train} train / {n_val} val sequences")
+    print(f"bundled WikiText-2 sample at max_seq_length=128: {n_train} train / {n_val} val sequences")
     assert 1800 <= n_train <= 2600 and 1500 <= n_val <= 2300
     assert next(iter(dm.train_dataloader()))["input_ids"].shape == (16, 128)
 
 
-def test_configs_match_constructor():
+def compose_option(tmp_path: Path, name: str):
+    """``data/corpus=<name>`` composed through Hydra as the entry points do (unresolved)."""
+    from hydra import compose, initialize_config_dir
+
+    conf = tmp_path / f"conf_{name}"
+    conf.mkdir()
+    (conf / "top.yaml").write_text(
+        f"defaults:\n  - data/corpus: {name}\n  - _self_\n"
+        f"hydra:\n  searchpath:\n    - file://{REPO / 'conf'}\n"
+        f"paths:\n  root_dir: {REPO}\n  cache_dir: {tmp_path / 'cache'}\n"
+        f"teacher:\n  tokenizer: {TOKENIZER}\n",
+        encoding="utf-8",
+    )
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        return compose("top")
+
+
+def test_configs_match_constructor(tmp_path):
     params = set(inspect.signature(CorpusDataModule.__init__).parameters) - {"self", "collator"}
     names = {p.name for p in CONF.glob("*.yaml")}
     assert names >= {"gutenberg.yaml", "local_text.yaml", "wikitext103.yaml", "wikitext2_sample.yaml"}
+    assert "base.yaml" in names  # the shared base every option composes
     for path in CONF.glob("*.yaml"):
         text = path.read_text(encoding="utf-8")
         assert text.splitlines()[0] == "# @package data", path
-        cfg = yaml.safe_load(text)
-        assert cfg.pop("_target_") == "nas_bert.data.CorpusDataModule"
-        assert set(cfg) == params, (path.name, set(cfg) ^ params)
         for line in text.splitlines():  # every field is commented
             if line and not line.startswith(("#", " ")):
                 assert "#" in line, (path.name, line)
+        data = compose_option(tmp_path, path.stem).data
+        assert data._target_ == "nas_bert.data.CorpusDataModule"
+        keys = set(data.keys()) - {"_target_"}
+        assert keys == params, (path.name, keys ^ params)
+        if path.stem != "base":  # an option lists only what differs from the base
+            own = yaml.safe_load(text)
+            assert own.pop("defaults") == ["base", "_self_"], path.name
+            assert len(own) < len(params) // 2, (path.name, sorted(own))
 
 
 def test_default_config_instantiates_through_hydra(tmp_path):
@@ -446,9 +484,9 @@ def test_default_config_instantiates_through_hydra(tmp_path):
     )
     with initialize_config_dir(config_dir=str(tmp_path / "conf"), version_base=None):
         cfg = compose("top")
-    assert cfg.data.seq_len == 128 and cfg.data.batch_size == 16
+    assert cfg.data.max_seq_length == 128 and cfg.data.batch_size == 16
     dm = instantiate(cfg.data)
-    assert isinstance(dm, CorpusDataModule)
+    assert isinstance(dm, CorpusDataModule) and dm.max_seq_length == 128
     assert dm.train_files == [str(SAMPLE / "wiki.test.raw.gz")]
     assert dm.validation_files == [str(SAMPLE / "wiki.valid.raw.gz")]
     assert dm.cache_dir == str(tmp_path / "cache" / "datasets")
@@ -477,7 +515,7 @@ def test_lightning_fit_with_and_without_validation(tmp_path):
             TOKENIZER,
             train_files=str(TRAIN),
             validation_files=validation_files,
-            seq_len=16,
+            max_seq_length=16,
             batch_size=4,
             cache_dir=str(tmp_path / "cache"),
         )

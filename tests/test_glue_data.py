@@ -1,4 +1,4 @@
-"""Tests of the GLUE data code (nas_bert/data/glue.py) and its configs.
+"""Tests of the GLUE data code (nas_bert/data/glue/) and its configs.
 
 Uses only tests/fixtures/glue (real GLUE slices and hand-written format samples, see its README), the
 offline MiniLM tokenizer and tmp_path caches; the Hub path is exercised with a stand-in ``load_dataset``.
@@ -344,6 +344,9 @@ def test_stsb_regression(tmp_path):
     batch = next(iter(dm.val_dataloader()))
     check_batch(batch, torch.float32, 128)
     assert batch["labels"].tolist() == pytest.approx([5.0, 4.75, 5.0, 2.4])
+    test = next(iter(dm.test_dataloader()))  # unlabelled: -1.0, still float32
+    check_batch(test, torch.float32, 128)
+    assert set(test["labels"].tolist()) == {-1.0}
 
 
 def test_mnli_two_validation_and_two_test_loaders(tmp_path):
@@ -398,7 +401,7 @@ def test_hub_source_matches_local(tmp_path, monkeypatch):
             )
         return datasets.DatasetDict(splits)
 
-    monkeypatch.setattr(glue.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     hub = make(tmp_path / "hub", "mrpc", data_dir=None)
     local = make(tmp_path / "local", "mrpc")
     for split in ("validation", "test"):
@@ -411,7 +414,7 @@ def test_hub_source_matches_local(tmp_path, monkeypatch):
         )
         return datasets.DatasetDict({split: ds for split in task.splits})
 
-    monkeypatch.setattr(glue.datasets, "load_dataset", wrong_order)
+    monkeypatch.setattr(datasets, "load_dataset", wrong_order)
     with pytest.raises(ValueError, match="labels that do not match the task"):
         make(tmp_path / "wrong", "mrpc", data_dir=None)
 

@@ -13,13 +13,18 @@ from transformers import BertConfig, BertForMaskedLM
 from nas_bert.arch import Arch, ArchitectureError, BlockArch
 from nas_bert.distill.intermediate import (
     IntermediateDistillation,
+    Recorder,
     default_relation_heads,
     masked_relation_kl,
     masked_score_mse,
     relation_scores,
+    teacher_qkv,
+    teacher_qkv_modules,
 )
+from nas_bert.distill.mlm_head import load_masked_lm
 from nas_bert.lit import PretrainDistillation
 from nas_bert.modeling.students import build_student
+from nas_bert.teacher import FrozenTeacher
 
 ARCH = Arch(blocks=(BlockArch(32, ("mha", "ffn", "mha", "sepconv3")), BlockArch(48, ("ffn", "mha", "identity"))))
 
@@ -28,6 +33,13 @@ def small_teacher(layers: int = 4) -> BertForMaskedLM:
     torch.manual_seed(1)
     return BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=48, num_hidden_layers=layers, num_attention_heads=4,
                                       intermediate_size=64, max_position_embeddings=64)).eval()
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> FrozenTeacher:
+    path = tmp_path_factory.mktemp("mlm_teacher")
+    small_teacher().save_pretrained(path)
+    return FrozenTeacher(str(path), loader=load_masked_lm)
 
 
 def batch(b: int = 3, t: int = 10) -> dict[str, torch.Tensor]:
@@ -88,9 +100,9 @@ def test_teacher_layers_are_spread_over_each_block():
     {"hidden_weight": 1.0}, {"attention_weight": 1.0}, {"minilm_weight": 1.0},
     {"hidden_weight": 1.0, "attention_weight": 0.5, "minilm_weight": 0.5},
 ])
-def test_terms_are_logged_and_trained(weights):
+def test_terms_are_logged_and_trained(weights, teacher):
     student = build_student(ARCH, vocab_size=100, max_positions=64, head_dim=16)
-    module = PretrainDistillation(student, small_teacher(), optimizer=partial(torch.optim.Adam, lr=3e-3),
+    module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.Adam, lr=3e-3),
                                   intermediate=weights)
     optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
     assert {id(p) for p in module.intermediate.parameters()} <= {id(p) for p in module.parameters()}
@@ -112,18 +124,30 @@ def test_terms_are_logged_and_trained(weights):
     assert last["loss"] == pytest.approx(0.5 * last["mlm"] + 0.5 * last["kd"] + last["intermediate"], rel=1e-5)
 
 
-def test_off_by_default_and_hooks_are_removed():
+def test_off_by_default_and_hooks_are_removed(teacher):
     student = build_student(ARCH, vocab_size=100, max_positions=64, head_dim=16)
-    teacher = small_teacher()
     module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.Adam, lr=1e-3))
     assert module.intermediate is None and set(module.losses(batch())) == {"loss", "mlm", "kd"}
     module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.Adam, lr=1e-3),
                                   intermediate={"minilm_weight": 1.0})
-    hooks = lambda: sum(len(m._forward_hooks) for m in [*student.modules(), *teacher.modules()])  # noqa: E731
+    hooks = lambda: sum(len(m._forward_hooks) for m in [*student.modules(), *teacher.model.modules()])  # noqa: E731
     module.losses(batch())  # (transformers adds its own output-capturing hooks on a first call)
     before = hooks()
     module.losses(batch())
     assert hooks() == before and not any(m._forward_hooks for m in student.modules())
+
+
+def test_teacher_qkv_from_hidden_states_equal_the_layers_own(teacher):
+    """The teacher needs no hooks: layer i's q / k / v are its projections of hidden state i."""
+    inputs = {k: v for k, v in batch().items() if k != "labels"}
+    modules = teacher_qkv_modules(teacher.model)
+    recorder = Recorder({f"t{i}.{part}": modules[i][part] for i in (0, 3) for part in ("query", "key", "value")})
+    with recorder.recording() as recorded:
+        states = teacher.hidden_states(**inputs)
+    computed = teacher_qkv(teacher.model, states, {0, 3})
+    assert computed.keys() == recorded.keys() and len(computed) == 6
+    for name, value in computed.items():
+        torch.testing.assert_close(value, recorded[name])  # (B, T, D)
 
 
 def test_bad_settings_are_named():

@@ -1,5 +1,5 @@
-"""SupernetDistillation: it learns, checkpoints without the teacher, refuses foreign checkpoints, and
-samples identical paths on every DDP rank."""
+"""SupernetDistillation: it learns, checkpoints without the teacher, refuses foreign checkpoints, and under DDP
+samples identical paths and shrinks identically on every rank."""
 
 from __future__ import annotations
 
@@ -14,16 +14,12 @@ import torch
 from nas_bert.arch import ArchitectureError
 from nas_bert.data import CorpusDataModule
 from nas_bert.lit import SupernetDistillation
+from nas_bert.search.shrinking import ProgressiveShrinking, assign_bins
 from nas_bert.space import SearchSpace
-from nas_bert.teacher import Teacher
+from nas_bert.teacher import FrozenTeacher
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "corpus" / "wikitext-2-raw"
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("datasets_cache")
 
 
 def make_data(tokenizer_dir: Path, cache_dir: Path, n_train: int = 64, batch_size: int = 8) -> CorpusDataModule:
@@ -31,18 +27,18 @@ def make_data(tokenizer_dir: Path, cache_dir: Path, n_train: int = 64, batch_siz
         tokenizer=str(tokenizer_dir),
         train_files=str(SAMPLE / "wiki.valid.raw.gz"),
         validation_files=str(SAMPLE / "wiki.valid.raw.gz"),
-        seq_len=32,
+        max_seq_length=32,
         batch_size=batch_size,
         cache_dir=str(cache_dir),
-        max_train_sequences=n_train,
-        max_val_sequences=16,
+        max_train_samples=n_train,
+        max_eval_samples=16,
     )
 
 
 def make_module(teacher_dir: Path, space: SearchSpace, lr: float = 3e-3, seed: int = 0) -> SupernetDistillation:
     return SupernetDistillation(
         space=space,
-        teacher=Teacher(str(teacher_dir), space.num_blocks),
+        teacher=FrozenTeacher(str(teacher_dir), space.num_blocks),
         optimizer=partial(torch.optim.AdamW, lr=lr),
         seed=seed,
     )
@@ -66,7 +62,7 @@ def test_training_lowers_every_block_loss(tiny_teacher_dir, tiny_space, cache_di
     after = t.validate(module, datamodule=data, verbose=False)[0]
     for n in range(tiny_space.num_blocks):
         assert after[f"val/block{n}_mse"] < 0.8 * before[f"val/block{n}_mse"], (before, after)
-    assert module.last_arch is not None and not module.teacher.training
+    assert module.last_arch is not None and not module.teacher.model.training
 
 
 def test_checkpoint_excludes_teacher_and_refuses_another_space(tiny_teacher_dir, tiny_space, cache_dir, tmp_path):
@@ -89,7 +85,7 @@ def test_checkpoint_excludes_teacher_and_refuses_another_space(tiny_teacher_dir,
 
 def test_block_count_mismatch_is_refused(tiny_teacher_dir, tiny_space):
     with pytest.raises(ArchitectureError, match="space has 3 blocks but the teacher was cut into 2"):
-        SupernetDistillation(tiny_space, Teacher(str(tiny_teacher_dir), 2), optimizer=torch.optim.AdamW)
+        SupernetDistillation(tiny_space, FrozenTeacher(str(tiny_teacher_dir), 2), optimizer=torch.optim.AdamW)
 
 
 def test_bf16_mixed_precision_trains(tiny_teacher_dir, tiny_space, cache_dir, tmp_path):
@@ -125,14 +121,28 @@ class RecordPaths(L.Callback):
         torch.save(pl_module.supernet.state_dict(), self.out / f"weights_rank{trainer.global_rank}.pt")
 
 
+class RecordAlivePerRank(L.Callback):
+    def __init__(self, shrinking: ProgressiveShrinking, out: Path) -> None:
+        self.shrinking, self.out = shrinking, out
+
+    def on_train_end(self, trainer, pl_module):
+        data = {"alive": [a.tolist() for a in self.shrinking.alive], "rounds": self.shrinking.rounds,
+                "module_alive": [a.tolist() for a in pl_module.alive]}
+        (self.out / f"alive_rank{trainer.global_rank}.json").write_text(json.dumps(data))
+
+
 @pytest.mark.slow
-def test_ddp_ranks_sample_the_same_paths_and_end_with_identical_weights(
-    tiny_teacher_dir, tiny_space, cache_dir, tmp_path
-):
-    data = make_data(tiny_teacher_dir, cache_dir, batch_size=4)
+def test_ddp_ranks_train_the_same_paths_shrink_alike_and_end_identical(tiny_teacher_dir, tiny_space, cache_dir,
+                                                                        tmp_path):
+    """2 processes: the same path every step, the candidate scoring split over the ranks yet every round's survivors
+    agreed, identical final weights (the ranks saw different shards)."""
+    data = make_data(tiny_teacher_dir, cache_dir, n_train=16, batch_size=4)  # 2 steps per epoch per rank
     module = make_module(tiny_teacher_dir, tiny_space)
-    t = trainer(tmp_path, devices=2, strategy="ddp_spawn_find_unused_parameters_true", max_steps=6,
-                callbacks=[RecordPaths(tmp_path)], limit_val_batches=0)
+    shrinking = ProgressiveShrinking(num_bins=2, eval_batches=1, min_per_bin=2, warmup_epochs=1,
+                                     candidates_per_bin=100)
+    t = trainer(tmp_path, devices=2, strategy="ddp_fork_find_unused_parameters_true", max_steps=-1, max_epochs=3,
+                callbacks=[shrinking, RecordPaths(tmp_path), RecordAlivePerRank(shrinking, tmp_path)],
+                limit_val_batches=0)
     t.fit(module, datamodule=data)
     paths = [(tmp_path / f"paths_rank{r}.jsonl").read_text().splitlines() for r in (0, 1)]
     assert len(paths[0]) == 6 and paths[0] == paths[1]
@@ -144,3 +154,8 @@ def test_ddp_ranks_sample_the_same_paths_and_end_with_identical_weights(
         torch.testing.assert_close(w0[key], w1[key], rtol=0, atol=0, msg=key)
         changed += not torch.equal(w0[key], initial[key]) if initial[key].shape == w0[key].shape else 0
     assert changed > 0  # training happened (and ranks, fed different shards, stayed in sync)
+    ranks = [json.loads((tmp_path / f"alive_rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1] and ranks[0]["rounds"] == 3  # one round after each of the 3 epochs
+    assert ranks[0]["alive"] == ranks[0]["module_alive"]  # training samples from the shrunk sets
+    bins = assign_bins(tiny_space.candidate_params, tiny_space.candidate_flops(128).astype(float), 2)
+    assert sum(len(a) for a in ranks[0]["alive"]) < 3 * int((bins >= 0).sum())  # rounds really pruned

@@ -17,15 +17,16 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from torch.utils.data import DataLoader, Dataset
 
+from nas_bert.data.glue import GLUE_TASKS
 from nas_bert.metrics import (
     DedupMetric,
     GlueMetrics,
-    SquadMetric,
     canonical_task,
     first_occurrence,
     glue_average,
     glue_scores,
     squad_scores,
+    task_of,
 )
 
 NUM_LABELS = {"cola": 2, "sst2": 2, "mrpc": 2, "qqp": 2, "stsb": 1, "mnli": 3, "mnli_mismatched": 3, "qnli": 2,
@@ -143,6 +144,10 @@ def test_regression_loyalty_by_hand():
 def test_task_names_and_checks():
     assert canonical_task("SST-2") == "sst2" and canonical_task("MNLI-mm") == "mnli_mismatched"
     assert canonical_task("mnli_matched") == "mnli_matched" and canonical_task("sts_b") == "stsb"
+    assert canonical_task("MNLI-m") == "mnli_matched" and canonical_task("mnli") == "mnli"
+    # one task registry: the metrics read the data registry's entries
+    assert task_of("mnli_mismatched") is task_of("MNLI") is GLUE_TASKS["mnli"]
+    assert all(task_of(name) is task for name, task in GLUE_TASKS.items())
     assert GlueMetrics("STS-B", num_labels=1, is_regression=True).is_regression
     with pytest.raises(ValueError, match="labels"):
         GlueMetrics("mnli", num_labels=2)
@@ -297,11 +302,21 @@ def test_squad_v2_matches_the_official_logic_including_no_answer():
     assert want["NoAns_total"] == 4 and want["NoAns_exact"] == 75.0  # "Denver" for an unanswerable question
 
 
-def test_squad_metric_counts_each_id_once():
-    metric = SquadMetric(version_2=True)
-    metric.update({"a": "x", "b": ""}, {"a": ["x"], "b": [""]})
-    metric.update({"a": "wrong"}, {"a": ["x"]})  # a padded duplicate: the first prediction is kept
-    got = metric.compute()
+def squad_rows_scores(metric: DedupMetric, texts: dict[int, str], golds: dict[int, list[str]]) -> dict[str, float]:
+    """The live SQuAD path in miniature: rows gathered once per index (DedupMetric), then `squad_scores` over the
+    questions they name; a row's `answer` picks its prediction text, `num_examples` counts the questions."""
+    rows = metric.compute()
+    idx, answer = rows["idx"].tolist(), rows["answer"].tolist()
+    preds = {f"q{i}": texts[a] for i, a in zip(idx, answer)}
+    return {**squad_scores(preds, {f"q{i}": golds[i] for i in idx}, version_2=True), "num_examples": len(idx)}
+
+
+def test_squad_rows_count_each_question_once():
+    metric = DedupMetric(("answer",))
+    texts = {0: "x", 1: "", 2: "wrong"}
+    metric.update(torch.tensor([0, 1]), answer=torch.tensor([0, 1]))
+    metric.update(torch.tensor([0]), answer=torch.tensor([2]))  # a padded duplicate: the first row is kept
+    got = squad_rows_scores(metric, texts, {0: ["x"], 1: [""]})
     assert got["num_examples"] == 2 and got["exact_match"] == 100.0
 
 
@@ -336,7 +351,7 @@ class EvalModule(L.LightningModule):
         self.out_dir = out_dir
         self.layer = torch.nn.Linear(1, 1)  # DDP needs a parameter
         self.metrics = torch.nn.ModuleList([GlueMetrics(task) for task, _ in DDP_SETS])
-        self.squad = SquadMetric(version_2=True)
+        self.squad = DedupMetric(("answer",))  # one row per question, as SQuAD features are gathered
         self.seen = [0] * len(DDP_SETS)
 
     def val_dataloader(self) -> list[DataLoader]:
@@ -346,16 +361,19 @@ class EvalModule(L.LightningModule):
         self.seen[dataloader_idx] += len(batch["idx"])
         self.metrics[dataloader_idx].update(batch["idx"], batch["logits"], batch["labels"], batch["teacher_logits"])
         if dataloader_idx == 0:
-            self.squad.update(*squad_texts(batch["idx"]))
+            self.squad.update(batch["idx"], answer=batch["idx"])
 
     def on_validation_epoch_end(self):
-        result = {"glue": [m.compute() for m in self.metrics], "squad": self.squad.compute(), "seen": self.seen}
+        rows = self.squad.compute()  # gathered from both ranks, each question once
+        preds, golds = squad_texts(rows["idx"])
+        squad = {**squad_scores(preds, golds, version_2=True), "num_examples": int(rows["idx"].numel())}
+        result = {"glue": [m.compute() for m in self.metrics], "squad": squad, "seen": self.seen}
         (self.out_dir / f"rank{self.global_rank}.json").write_text(json.dumps(result))
 
 
 @pytest.mark.slow
 def test_ddp_counts_every_example_once_and_matches_one_process(tmp_path):
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_progress_bar=False,
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_fork", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
     trainer.validate(EvalModule(tmp_path))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

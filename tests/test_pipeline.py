@@ -1,17 +1,16 @@
-"""`python search.py +pipeline=...`: every stage chained on a tiny teacher, the summary, and skipping on re-run."""
+"""`python search.py +pipeline=cpu_demo debug=fast`: every stage chained on a tiny teacher as separate processes (the
+process boundary is the point), the summary, skipping on re-run, and the steps it plans."""
 
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
+import logging
 from pathlib import Path
 
 import pytest
+from helpers.runs import GLUE, TINY_BUDGETS, compose_config, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
-GLUE = ROOT / "tests" / "fixtures" / "glue"
+from nas_bert.stages.pipeline import PipelineError, pretrain_steps, run_pipeline
 
 
 def overrides(*items: str) -> str:
@@ -19,38 +18,50 @@ def overrides(*items: str) -> str:
     return "[" + ",".join(f"'{item}'" for item in items) + "]"
 
 
-def run_pipeline(tmp_path: Path, tiny_teacher_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    cmd = [sys.executable, str(ROOT / "search.py"), "+pipeline=cpu_demo", f"hydra.run.dir={tmp_path / 'pipe'}",
-           f"teacher.name_or_path={tiny_teacher_dir}",
-           "pipeline.common=" + overrides(f"teacher.name_or_path={tiny_teacher_dir}",
-                                           f"paths.cache_dir={tmp_path / 'cache'}"),
-           "pipeline.search=" + overrides("debug=fast", "space=tiny"), "pipeline.budgets=[debug_40pct]",
-           "pipeline.pretrain=" + overrides("debug=fast", "space=tiny"), "pipeline.glue_tasks=[rte]",
-           "pipeline.glue=" + overrides("data/glue=local", f"data.data_dir={GLUE}"), "pipeline.squad=[]",
-           "pipeline.finetune=" + overrides("trainer.max_epochs=1", "data.batch_size=4", "data.num_workers=0"),
-           "pipeline.latency.min_run_time=0.01", *extra]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+def pipeline_args(tmp_path: Path, teacher: Path, *common: str) -> list[str]:
+    """On the tiny teacher, one budget, one GLUE task, no SQuAD, no baseline (`pretrain_steps` is tested below)."""
+    return [f"teacher.name_or_path={teacher}",
+            "pipeline.common=" + overrides(f"teacher.name_or_path={teacher}", f"paths.cache_dir={tmp_path / 'cache'}",
+                                           "space=tiny", "logger=csv", *common),
+            "pipeline.search=" + overrides(TINY_BUDGETS), "pipeline.budgets=[debug_40pct]", "pipeline.baseline=null",
+            "pipeline.glue_tasks=[rte]", "pipeline.glue=" + overrides("data/glue=local", f"data.data_dir={GLUE}"),
+            "pipeline.squad=[]", "pipeline.latency.min_run_time=0.01"]
 
 
 @pytest.mark.slow
-def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_teacher_dir):
-    first = run_pipeline(tmp_path, tiny_teacher_dir)
-    assert first.returncode == 0, first.stderr[-3000:]
+def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_teacher_dir, caplog):
     pipe = tmp_path / "pipe"
+    first = run_script("search.py", tmp_path, "+pipeline=cpu_demo", "debug=fast", f"hydra.run.dir={pipe}",
+                       *pipeline_args(tmp_path, tiny_teacher_dir))
+    assert first.returncode == 0, first.stderr[-3000:]
     rows = {r["model"]: r for r in csv.DictReader(open(pipe / "summary.csv"))}
-    assert set(rows) == {"teacher", "nas-bert-debug_40pct", "baseline-debug_40pct"}
+    assert set(rows) == {"teacher", "nas-bert-debug_40pct"}
     for row in rows.values():
         assert float(row["latency ms (b1, t128)"]) > 0 and float(row["params (M)"]) > 0 and row["rte"] != "-"
     assert float(rows["nas-bert-debug_40pct"]["params (M)"]) < float(rows["teacher"]["params (M)"])
-    assert (pipe / "pretrain" / "baseline-debug_40pct" / "model" / "config.json").is_file()
     assert list(pipe.glob("wandb/offline-run-*"))  # the summary table's W&B run
+    assert "debug=fast" in (pipe / "search" / ".hydra" / "overrides.yaml").read_text()  # every step ran under it
 
-    again = run_pipeline(tmp_path, tiny_teacher_dir)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("skipped") + again.stdout.count("skipped") == 6  # search, 2 pre-trainings, 3 runs
+    # the same pipeline again (in process: its steps are processes anyway) runs nothing but the summary
+    again = compose_config("search", pipe, "+pipeline=cpu_demo", "logger=csv",
+                           *pipeline_args(tmp_path, tiny_teacher_dir, "debug=fast"))
+    with caplog.at_level(logging.INFO, logger="nas_bert.stages.pipeline"):
+        run_pipeline(again)
+    assert sum("skipped" in r.getMessage() for r in caplog.records) == 4  # search, pre-training, 2 fine-tunings
 
-    wrong = run_pipeline(tmp_path, tiny_teacher_dir, "pipeline.budgets=[no_such_budget]")
-    assert wrong.returncode != 0
-    assert "selected no architecture for ['no_such_budget'] (it wrote ['debug_40pct', 'debug_90pct']" in wrong.stderr
+    again.pipeline.budgets = ["no_such_budget"]
+    with pytest.raises(PipelineError, match=r"no_such_budget.*debug_90pct"):
+        run_pipeline(again)
     assert (pipe / "search" / "candidates.csv").is_file() and (pipe / "summary.md").is_file()  # nothing lost
+
+
+def test_each_budget_is_pretrained_with_its_equal_size_baseline(tmp_path):
+    cfg = compose_config("search", tmp_path, "+pipeline=cpu_demo")
+    steps = pretrain_steps(cfg, tmp_path, ["a", "b"])
+    assert list(steps) == ["nas-bert-a", "baseline-a", "nas-bert-b", "baseline-b"]
+    baseline = steps["baseline-b"]
+    assert "student.baseline={layers: 6, hidden: null, blocks: 3}" in baseline.overrides
+    assert f"student.search_run={tmp_path / 'search'}" in baseline.overrides and "student.budget=b" in baseline.overrides
+    assert baseline.output == tmp_path / "pretrain" / "baseline-b" / "model" / "config.json"
+    cfg.pipeline.baseline = None
+    assert list(pretrain_steps(cfg, tmp_path, ["a"])) == ["nas-bert-a"]

@@ -8,17 +8,30 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
+from transformers import BertConfig, BertForMaskedLM
 
 from nas_bert.arch import Arch, ArchitectureError, BlockArch
 from nas_bert.data import CorpusDataModule
 from nas_bert.distill import prediction_kd_loss, soft_cross_entropy
+from nas_bert.distill.masking import TokenMasker
+from nas_bert.distill.mlm_head import load_masked_lm
+from nas_bert.encoder import encoder_params
 from nas_bert.lit import PretrainDistillation
 from nas_bert.modeling.students import build_student, load_searched_arch, uniform_arch
 from nas_bert.space import SearchSpace
-from nas_bert.student import encoder_params
+from nas_bert.teacher import FrozenTeacher
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "corpus" / "wikitext-2-raw" / "wiki.valid.raw.gz"
+
+
+@pytest.fixture(scope="module")
+def mlm_teacher(tmp_path_factory) -> FrozenTeacher:
+    """A random 2-layer BERT with its MLM head, saved and loaded as the pre-training stage loads teachers."""
+    path = tmp_path_factory.mktemp("mlm_teacher")
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(vocab_size=30522, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=64, max_position_embeddings=128)).save_pretrained(path)
+    return FrozenTeacher(str(path), loader=load_masked_lm)
 
 
 def test_kd_loss_is_the_stated_mix_of_mlm_and_kl():
@@ -56,16 +69,14 @@ def test_an_architecture_from_another_space_is_refused(tmp_path, tiny_space):
     assert load_searched_arch(path, other).blocks == arch.blocks
 
 
-def test_pretraining_with_kd_lowers_the_loss(tiny_teacher_dir, tmp_path):
+def test_pretraining_with_kd_lowers_the_loss(tiny_teacher_dir, mlm_teacher, cache_dir, tmp_path):
     L.seed_everything(0)
-    teacher = BertForMaskedLM(BertConfig(vocab_size=30522, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-                                         intermediate_size=64, max_position_embeddings=128))
     student = build_student(uniform_arch(2, 32, 1), vocab_size=30522, max_positions=128, head_dim=16)
     data = CorpusDataModule(tokenizer=str(tiny_teacher_dir), train_files=str(SAMPLE), validation_files=str(SAMPLE),
-                            seq_len=32, batch_size=8, cache_dir=str(tmp_path / "cache"), max_train_sequences=16,
-                            max_val_sequences=16)
-    data.collator = DataCollatorForLanguageModeling(data.tokenizer, mlm_probability=0.15)
-    module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.AdamW, lr=3e-3))
+                            max_seq_length=32, batch_size=8, cache_dir=str(cache_dir), max_train_samples=16,
+                            max_eval_samples=16)
+    module = PretrainDistillation(student, mlm_teacher, optimizer=partial(torch.optim.AdamW, lr=3e-3),
+                                  masker=TokenMasker.for_tokenizer(data.tokenizer))
     trainer = L.Trainer(accelerator="cpu", max_steps=30, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False, limit_val_batches=2,
                         num_sanity_val_steps=0, default_root_dir=tmp_path)
@@ -92,8 +103,7 @@ def test_a_tokenizer_that_is_not_the_teachers_is_refused(tiny_teacher_dir, tmp_p
 
 
 def test_logits_are_taken_at_masked_positions_only():
-    from nas_bert.distill.mlm_head import TeacherMLMHead
-    from nas_bert.distill.mlm_teacher import EncoderWithMLMHead
+    from nas_bert.distill.mlm_head import EncoderWithMLMHead, TeacherMLMHead
     from nas_bert.lit.pretrain import masked_logits
 
     torch.manual_seed(0)
@@ -115,17 +125,15 @@ def test_logits_are_taken_at_masked_positions_only():
 
 
 @pytest.mark.slow
-def test_two_process_ddp_trains_identical_students(tiny_teacher_dir, tmp_path):
-    """ddp_spawn: the frozen teacher travels outside DDP, intermediate terms work, the ranks stay in sync."""
-    teacher = BertForMaskedLM(BertConfig(vocab_size=30522, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-                                         intermediate_size=64, max_position_embeddings=128))
+def test_two_process_ddp_trains_identical_students(tiny_teacher_dir, mlm_teacher, cache_dir, tmp_path):
+    """ddp_spawn: the frozen teacher travels as its recipe outside DDP, intermediate terms work, ranks stay in sync."""
     student = build_student(uniform_arch(2, 32, 1), vocab_size=30522, max_positions=128, head_dim=16)
     data = CorpusDataModule(tokenizer=str(tiny_teacher_dir), train_files=str(SAMPLE), validation_files=str(SAMPLE),
-                            seq_len=32, batch_size=4, cache_dir=str(tmp_path / "cache"), max_train_sequences=16,
-                            max_val_sequences=8)
-    data.collator = DataCollatorForLanguageModeling(data.tokenizer, mlm_probability=0.15)
-    module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.AdamW, lr=1e-3),
-                                  intermediate={"hidden_weight": 1.0, "minilm_weight": 1.0})
+                            max_seq_length=32, batch_size=4, cache_dir=str(cache_dir), max_train_samples=16,
+                            max_eval_samples=8)
+    module = PretrainDistillation(student, mlm_teacher, optimizer=partial(torch.optim.AdamW, lr=1e-3),
+                                  intermediate={"hidden_weight": 1.0, "minilm_weight": 1.0},
+                                  masker=TokenMasker.for_tokenizer(data.tokenizer))
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=3, logger=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
                         num_sanity_val_steps=0, default_root_dir=tmp_path, callbacks=[L.pytorch.callbacks.ModelCheckpoint(

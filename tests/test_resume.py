@@ -1,31 +1,62 @@
 """Exact resume: a run killed with SIGKILL and resumed from its last checkpoint ends exactly where the
-uninterrupted run ends (weights, optimizer, surviving candidates, selection), in the same W&B run."""
+uninterrupted run ends (weights, optimizer, data order, surviving candidates, selection), in the same W&B run.
+The process boundary is the point here, so the killed runs are the entry scripts in subprocesses."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.runs import ROOT, TINY_BUDGETS, run_script, run_stage, tiny
 
-ROOT = Path(__file__).resolve().parents[1]
+from nas_bert.stages.pretrain import run_pretrain
+from nas_bert.stages.search import run_search
+
+# 3 batches per epoch, a checkpoint every step, written after the kill callback ran: the first kill resumes from
+# step 4 (mid-epoch), the second from step 6 (the last batch of an epoch).
+KILLS = (5, 7)
+ARCH = ROOT / "tests" / "fixtures" / "v0_1_0" / "search_run" / "architectures" / "debug_40pct.yaml"
 
 
-def run_entry(tmp_path: Path, run: str, *overrides: str, script: str = "search.py") -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, str(ROOT / script), f"hydra.run.dir={tmp_path / run}",
-           f"paths.cache_dir={tmp_path / 'cache'}", *overrides]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+def record(path: Path) -> str:
+    return f"+callbacks.record={{_target_: helpers.faults.RecordSteps, path: {path}}}"
 
 
-def kill_at(step: int) -> list[str]:
-    return [f"+callbacks.kill={{_target_: helpers.faults.KillAfterStep, step: {step}}}"]
+def kill_at(step: int) -> str:
+    return f"+callbacks.kill={{_target_: helpers.faults.KillAfterStep, step: {step}}}"
+
+
+def run_killed_and_full(tmp_path: Path, stage: Callable, config: str, common: list[str]) -> tuple[Path, Path]:
+    """The run uninterrupted, and the same run as its entry script killed at KILLS, resumed with ckpt_path=last
+    after each kill, the last time to its end. Only the killed runs need a process of their own."""
+    run_stage(stage, config, tmp_path / "full", *common, record(tmp_path / "full.jsonl"))
+    killed = tmp_path / "killed"
+    for n, step in enumerate(KILLS):
+        result = run_script(f"{config}.py", tmp_path, f"hydra.run.dir={killed}", *common,
+                            record(tmp_path / "killed.jsonl"), *(["ckpt_path=last"] if n else []), kill_at(step))
+        assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    run_stage(stage, config, killed, *common, record(tmp_path / "killed.jsonl"), "ckpt_path=last")
+    return tmp_path / "full", killed
+
+
+def assert_same_end(tmp_path: Path, full: Path, killed: Path, steps: int) -> None:
+    """Equal weights, optimizer state and step counts; each step trained on the same batch with the same loss."""
+    a, b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (full, killed))
+    assert a["global_step"] == b["global_step"] == steps
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    records = {name: [json.loads(line) for line in open(tmp_path / f"{name}.jsonl")] for name in ("full", "killed")}
+    assert len(records["killed"]) == steps + len(KILLS)  # the steps of the kills ran twice ...
+    redone = {r["step"]: r for r in records["killed"]}
+    assert [redone[r["step"]] for r in records["full"]] == records["full"]  # ... and all equal the full run's
+    assert len({json.dumps(r) for r in records["killed"]}) == steps  # the re-run steps saw the same batch
 
 
 def wandb_ids(run_dir: Path) -> set[str]:
@@ -34,33 +65,27 @@ def wandb_ids(run_dir: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_supernet_killed_twice_resumes_exactly(tmp_path, tiny_teacher_dir):
-    # 3 batches per epoch, a shrinking round at each epoch end, a checkpoint every step (written after the
-    # kill callback ran): the first kill resumes from step 4 (mid-epoch), the second from step 6 (the last
-    # batch of an epoch, before its round). Dropout is on, so the RNG state must be restored too.
-    common = ["debug=fast", "space=tiny", f"teacher.name_or_path={tiny_teacher_dir}", "trainer.max_steps=9",
-              "callbacks.model_checkpoint.every_n_train_steps=1", "model.dropout=0.1",
-              "search.shrinking.min_per_bin=1"]
-    full = run_entry(tmp_path, "full", *common)
-    assert full.returncode == 0, full.stderr[-3000:]
-
-    first = run_entry(tmp_path, "killed", *common, *kill_at(5))
-    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
-    second = run_entry(tmp_path, "killed", *common, "ckpt_path=last", *kill_at(7))
-    assert second.returncode == -signal.SIGKILL, second.stderr[-3000:]
-    third = run_entry(tmp_path, "killed", *common, "ckpt_path=last")
-    assert third.returncode == 0, third.stderr[-3000:]
-
-    a, b = (torch.load(tmp_path / r / "checkpoints" / "last.ckpt", weights_only=True) for r in ("full", "killed"))
-    assert a["global_step"] == b["global_step"] == 9
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
-    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
-        assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    shrink_a, shrink_b = (json.loads((tmp_path / r / "shrinking.json").read_text()) for r in ("full", "killed"))
+    """Dropout on (the RNG state must be restored too), a shrinking round at each epoch end, W&B on."""
+    common = [*tiny(tiny_teacher_dir, tmp_path / "cache", TINY_BUDGETS, "logger=default"), "trainer.max_steps=9",
+              "callbacks.model_checkpoint.every_n_train_steps=1", "model.dropout=0.1", "search.shrinking.min_per_bin=1"]
+    full, killed = run_killed_and_full(tmp_path, run_search, "search", common)
+    assert_same_end(tmp_path, full, killed, steps=9)
+    shrink_a, shrink_b = (json.loads((r / "shrinking.json").read_text()) for r in (full, killed))
     assert shrink_a["rounds"] == shrink_b["rounds"] == 3 and shrink_a["alive"] == shrink_b["alive"]
-    for arch in (tmp_path / "full" / "architectures").glob("*.yaml"):
-        assert arch.read_text() == (tmp_path / "killed" / "architectures" / arch.name).read_text()
-    ids = wandb_ids(tmp_path / "killed")
-    assert len(ids) == 1 and len(list((tmp_path / "killed" / "wandb").glob("offline-run-*"))) == 3
-    assert (tmp_path / "killed" / "wandb_run_id").read_text() in ids
+    for arch in (full / "architectures").glob("*.yaml"):
+        assert arch.read_text() == (killed / "architectures" / arch.name).read_text()
+    ids = wandb_ids(killed)
+    assert len(ids) == 1 and len(list((killed / "wandb").glob("offline-run-*"))) == 3
+    assert (killed / "wandb_run_id").read_text() in ids
+
+
+@pytest.mark.slow
+def test_student_pretraining_killed_twice_resumes_exactly(tmp_path, tiny_teacher_dir):
+    """Dropout on, MLM masks drawn in the step, the intermediate terms' projections trained too."""
+    common = [*tiny(tiny_teacher_dir, tmp_path / "cache", f"student.arch_file={ARCH}", "student.max_positions=128",
+                    "model.intermediate.hidden_weight=1.0"),
+              "trainer.max_steps=9", "callbacks.model_checkpoint.every_n_train_steps=1"]
+    full, killed = run_killed_and_full(tmp_path, run_pretrain, "train", common)
+    assert_same_end(tmp_path, full, killed, steps=9)
+    assert any(k.startswith("intermediate.projections") for k in torch.load(
+        killed / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])

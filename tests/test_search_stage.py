@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nas_bert.encoder import StudentEncoder, encoder_flops, encoder_params
 from nas_bert.search.approximation import (
     VocabSpec,
     arch_of,
@@ -16,7 +17,6 @@ from nas_bert.search.approximation import (
 )
 from nas_bert.search.latency import LatencyTable, predict_latency
 from nas_bert.search.selection import Budget
-from nas_bert.student import StudentEncoder, encoder_flops, encoder_params
 
 VOCAB = VocabSpec(vocab_size=1000, max_positions=64, type_vocab_size=2)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.selection_oracle import brute_force_top_k
 
 from nas_bert.search.selection import (
     BlockTable,
@@ -11,7 +12,6 @@ from nas_bert.search.selection import (
     BudgetError,
     CouplingCosts,
     Selection,
-    brute_force_top_k,
     top_k_per_budget,
 )
 

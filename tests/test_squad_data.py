@@ -1,4 +1,5 @@
-"""Tests of the SQuAD DataModule, its features and post-processing (nas_bert/data/squad.py) and its configs.
+"""Tests of the SQuAD data code (nas_bert/data/squad/), its post-processing (nas_bert/metrics/squad_postprocess.py)
+and its configs.
 
 Uses only tests/fixtures/squad (a real SQuAD v1.1 dev sample and a hand-written v2.0 sample) and the offline
 MiniLM tokenizer; every cache goes to tmp_path. Gold logits (a spike at the gold answer's first and last
@@ -24,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 from torch.utils.data import SequentialSampler
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -32,11 +34,11 @@ from nas_bert.data.squad import (
     SquadDataModule,
     load_squad_json,
     normalize_version,
-    postprocess_predictions,
     prepare_eval_features,
     prepare_train_features,
     split_by_article,
 )
+from nas_bert.metrics.squad_postprocess import postprocess_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).resolve().parent / "fixtures" / "squad"
@@ -486,20 +488,41 @@ def test_v2_datamodule_predictions(tmp_path):
 # --------------------------------------------------------------------------- configs
 
 
-def test_configs_match_constructor():
+def compose_option(tmp_path: Path, name: str):
+    """``data/squad=<name>`` composed through Hydra as the entry points do (unresolved)."""
+    from hydra import compose, initialize_config_dir
+
+    conf = tmp_path / f"conf_{name}"
+    conf.mkdir()
+    (conf / "top.yaml").write_text(
+        f"defaults:\n  - data/squad: {name}\n  - _self_\n"
+        f"hydra:\n  searchpath:\n    - file://{REPO / 'conf'}\n"
+        f"paths:\n  root_dir: {REPO}\n  data_dir: {REPO / 'data'}\n  cache_dir: {tmp_path / 'cache'}\n"
+        f"teacher:\n  tokenizer: {TOKENIZER}\n",
+        encoding="utf-8",
+    )
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        return compose("top")
+
+
+def test_configs_match_constructor(tmp_path):
     params = set(inspect.signature(SquadDataModule.__init__).parameters) - {"self"}
     paths = sorted(CONF.glob("*.yaml"))
-    assert {p.name for p in paths} == {"v1.yaml", "v2.yaml", "local_dev_split.yaml"}
+    assert {p.name for p in paths} == {"base.yaml", "v1.yaml", "v2.yaml", "local_dev_split.yaml"}
     for path in paths:
         text = path.read_text(encoding="utf-8")
         assert text.splitlines()[0] == "# @package data", path
-        cfg = yaml.safe_load(text)
-        assert cfg.pop("_target_") == "nas_bert.data.squad.SquadDataModule"
-        assert set(cfg) == params, (path.name, set(cfg) ^ params)
-        assert cfg["tokenizer"] == "${teacher.tokenizer}" and cfg["cache_dir"] == "${paths.cache_dir}/datasets"
         for line in text.splitlines():  # every field is commented
             if line and not line.startswith(("#", " ")):
                 assert "#" in line, (path.name, line)
+        cfg = OmegaConf.to_container(compose_option(tmp_path, path.stem).data, resolve=False)
+        assert cfg.pop("_target_") == "nas_bert.data.squad.SquadDataModule"
+        assert set(cfg) == params, (path.name, set(cfg) ^ params)
+        assert cfg["tokenizer"] == "${teacher.tokenizer}" and cfg["cache_dir"] == "${paths.cache_dir}/datasets"
+        if path.stem != "base":  # an option lists only what differs from the base
+            own = yaml.safe_load(text)
+            assert own.pop("defaults") == ["base", "_self_"], path.name
+            assert len(own) < len(params) // 2, (path.name, sorted(own))
 
 
 @pytest.mark.parametrize("name", ["v1", "v2", "local_dev_split"])

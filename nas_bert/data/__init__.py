@@ -1,4 +1,6 @@
-"""Data modules: the pre-training corpus (packed MLM / distillation sequences)."""
+"""Data modules: the pre-training corpus (``corpus``, packed MLM / distillation sequences), GLUE (``glue``) and
+SQuAD (``squad``) fine-tuning data; ``common`` holds what the three share, ``loading`` the resumable loaders.
+"""
 
 from nas_bert.data.corpus import CorpusDataModule
 

@@ -1,28 +1,11 @@
-"""Pre-training corpus DataModule: raw text -> packed ``[CLS] ... [SEP]`` sequences.
-
-This module owns everything between "some text" and "a batch of token ids" for the pre-training /
-distillation stage:
-
-* reading local plain-text files (``.txt``, ``.raw``, gzipped ``.gz``; paths or globs) or a Hugging
-  Face Hub dataset (e.g. ``wikitext`` / ``wikitext-103-raw-v1``),
-* optional Project Gutenberg boilerplate stripping (per book),
-* tokenization (fast tokenizer, no special tokens) with the ``datasets`` fingerprint cache,
-* packing as in Hugging Face ``run_mlm.py`` ``group_texts``: the token ids of all non-empty lines are
-  concatenated and cut into chunks of ``seq_len - 2``; each chunk becomes ``[CLS] chunk [SEP]``; the
-  tail that does not fill a chunk is dropped (one remainder per split, not per map batch),
-* an optional deterministic validation split (when the source has none), and the dataloaders.
-
-Masking is *not* done here: pass ``collator`` (e.g. an MLM collator) for that. Every sequence has the
-same length, so no padding is needed and ``attention_mask`` is all ones, ``token_type_ids`` all zeros.
+"""Pre-training corpus DataModule: local text files or a Hub dataset -> tokenized -> packed fixed-length
+``[CLS] ... [SEP]`` sequences for MLM pre-training / distillation (masking is left to the collator).
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import logging
 import os
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,55 +16,31 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, default_collate
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
+from nas_bert.data.common import (
+    MIN_SEQ_LEN,
+    check_max_seq_length,
+    check_positive,
+    digest,
+    load_hub_dataset,
+    load_tokenizer,
+    resolve_files,
+    tokenizer_fingerprint,
+)
+from nas_bert.data.gutenberg import strip_gutenberg_batch
 from nas_bert.data.loading import make_loader
 
-__all__ = ["CorpusDataModule", "strip_gutenberg_lines"]
+__all__ = ["CorpusDataModule"]
 
 log = logging.getLogger(__name__)
 
 # Bump when the tokenize/pack logic changes: it is part of the explicit cache fingerprints.
 _PIPELINE_VERSION = "corpus-v1"
-_MIN_SEQ_LEN = 8
 _OUTPUT_COLUMNS = ["input_ids", "attention_mask", "token_type_ids"]
 
-# Project Gutenberg markers. Modern files: "*** START OF THIS/THE PROJECT GUTENBERG EBOOK ... ***" and
-# "*** END OF ...". A few pre-2003 files only have the legal "small print" header ending in
-# "*END*THE SMALL PRINT!..." and a closing "End of the Project Gutenberg Etext ..." line: those are
-# used only when the modern marker is absent.
-_PG_START = re.compile(r"^\s*\*{3}\s*START OF", re.IGNORECASE)
-_PG_END = re.compile(r"^\s*\*{3}\s*END OF", re.IGNORECASE)
-_PG_LEGACY_START = re.compile(r"^\s*\*END\*?\s*THE SMALL PRINT", re.IGNORECASE)
-_PG_LEGACY_END = re.compile(r"^\s*End of (the )?Project Gutenberg", re.IGNORECASE)
 
-
-def strip_gutenberg_lines(text: str) -> list[str]:
-    """Return the lines of one Project Gutenberg book without its license header and footer.
-
-    Drops every line up to and including the ``*** START OF`` marker and from the ``*** END OF`` marker
-    on (the first END marker after the START marker). A book without markers is returned whole.
-    """
-    lines = text.splitlines()
-
-    def first(pattern: re.Pattern[str], begin: int) -> int | None:
-        return next((i for i in range(begin, len(lines)) if pattern.match(lines[i])), None)
-
-    start = first(_PG_START, 0)
-    if start is None:
-        start = first(_PG_LEGACY_START, 0)
-    body_start = 0 if start is None else start + 1
-    end = first(_PG_END, body_start)
-    if end is None:
-        end = first(_PG_LEGACY_END, body_start)
-    return lines[body_start : len(lines) if end is None else end]
-
-
-def _strip_gutenberg_batch(batch: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Batched map: one row per book in, one row per body line out."""
-    return {"text": [line for doc in batch["text"] if doc for line in strip_gutenberg_lines(doc)]}
-
-
+# --------------------------------------------------------------------------- map functions
 def _tokenize_batch(batch: dict[str, list[str]], tokenizer: PreTrainedTokenizerBase) -> dict[str, list]:
     """Batched map: drop empty/whitespace-only lines, tokenize the rest without special tokens."""
     texts = [t for t in batch["text"] if t and not t.isspace()]
@@ -103,26 +62,18 @@ def _pack_batch(
     """Batched map over consecutive chunk indices: slice the flat token stream into sequences."""
     first, count = int(batch["_chunk"][0]), len(batch["_chunk"])
     body = flat.slice(first * chunk, count * chunk).to_numpy().astype(np.int32).reshape(count, chunk)
-    input_ids = np.empty((count, chunk + 2), dtype=np.int32)  # (B, seq_len)
+    input_ids = np.empty((count, chunk + 2), dtype=np.int32)  # (B, max_seq_length)
     input_ids[:, 0] = cls_id
     input_ids[:, 1:-1] = body
     input_ids[:, -1] = sep_id
     return {
         "input_ids": input_ids,
-        "attention_mask": np.ones_like(input_ids, dtype=np.int8),  # (B, seq_len)
-        "token_type_ids": np.zeros_like(input_ids, dtype=np.int8),  # (B, seq_len)
+        "attention_mask": np.ones_like(input_ids, dtype=np.int8),  # (B, max_seq_length)
+        "token_type_ids": np.zeros_like(input_ids, dtype=np.int8),  # (B, max_seq_length)
     }
 
 
-def _digest(*parts: Any) -> str:
-    """Short stable hash used as a ``datasets`` fingerprint (16 hex chars, like datasets' own)."""
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(repr(part).encode("utf-8"))
-        h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
+# --------------------------------------------------------------------------- local files
 def _as_list(value: str | Sequence[str] | None) -> list[str]:
     """Normalise a str / list / ListConfig / None argument to a list of strings."""
     if value is None:
@@ -132,119 +83,25 @@ def _as_list(value: str | Sequence[str] | None) -> list[str]:
     return [os.fspath(v) for v in value]
 
 
-def _describe_dir(directory: str, limit: int = 20) -> str:
-    """Human-readable listing of ``directory`` for error messages."""
-    if not directory:
-        directory = "."
-    if not os.path.isdir(directory):
-        return f"directory {os.path.abspath(directory)!r} does not exist either"
-    entries = sorted(os.listdir(directory))
-    if not entries:
-        return f"directory {os.path.abspath(directory)!r} is empty"
-    shown = ", ".join(entries[:limit]) + (
-        f", ... ({len(entries) - limit} more)" if len(entries) > limit else ""
-    )
-    return f"directory {os.path.abspath(directory)!r} contains: {shown}"
-
-
-def _resolve_files(patterns: list[str], arg_name: str) -> list[str]:
-    """Expand globs and check that every file exists; returns absolute paths, in a stable order."""
-    files: list[str] = []
-    for pattern in patterns:
-        path = os.path.expanduser(pattern)
-        if glob.has_magic(path):
-            matches = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
-            if not matches:
-                raise FileNotFoundError(
-                    f"{arg_name}: the glob {pattern!r} (resolved from cwd {os.getcwd()!r}) matches no files; "
-                    f"{_describe_dir(_glob_root(path))}. Fix the pattern or the directory "
-                    f"(relative paths are resolved against the current working directory)."
-                )
-            files.extend(os.path.abspath(p) for p in matches)
-        elif os.path.isdir(path):
-            raise FileNotFoundError(
-                f"{arg_name}: {os.path.abspath(path)!r} is a directory, not a text file; "
-                f"{_describe_dir(path)}. Pass a glob such as {os.path.join(pattern, '*.txt')!r}."
-            )
-        elif not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"{arg_name}: file {os.path.abspath(path)!r} does not exist; "
-                f"{_describe_dir(os.path.dirname(path))}. Fix the path "
-                f"(relative paths are resolved against the current working directory {os.getcwd()!r})."
-            )
-        else:
-            files.append(os.path.abspath(path))
-    return files
-
-
-def _glob_root(pattern: str) -> str:
-    """The longest leading directory of ``pattern`` without glob characters."""
-    parts = pattern.split(os.sep)
-    root = []
-    for part in parts[:-1]:
-        if glob.has_magic(part):
-            break
-        root.append(part)
-    return os.sep.join(root) or ("/" if pattern.startswith(os.sep) else ".")
-
-
-def _offline() -> bool:
-    truthy = {"1", "true", "yes", "on"}
-    return any(os.environ.get(v, "").lower() in truthy for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
-def _load_tokenizer(name: str) -> PreTrainedTokenizerBase:
-    """Load a fast tokenizer from a local directory or a Hub id, with actionable errors."""
-    path = os.path.expanduser(os.fspath(name))
-    looks_local = os.path.isabs(path) or path.startswith(("./", "../", "~")) or path in (".", "..")
-    if (looks_local or os.path.exists(path)) and not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"tokenizer: {os.path.abspath(path)!r} is not an existing directory; "
-            f"{_describe_dir(os.path.dirname(path))}. Point `tokenizer` to a directory containing "
-            f"tokenizer.json (e.g. the teacher checkpoint) or to a Hub id such as 'bert-base-uncased'."
-        )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
-    except (OSError, ValueError) as e:
-        if os.path.isdir(path):
-            raise OSError(
-                f"tokenizer: could not load a tokenizer from directory {os.path.abspath(path)!r} "
-                f"({type(e).__name__}: {e}); {_describe_dir(path)}. It needs tokenizer.json (or vocab.txt) "
-                f"and tokenizer_config.json, e.g. from tokenizer.save_pretrained(dir)."
-            ) from e
-        hint = (
-            " Offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), so only cached Hub ids work:"
-            " unset it to download once, or use a local directory."
-            if _offline()
-            else " Check the id / your network, or use a local directory."
-        )
-        raise OSError(
-            f"tokenizer: could not load {name!r}: no local directory of that name (cwd {os.getcwd()!r}) "
-            f"and loading it as a Hub id failed ({type(e).__name__}: {e}).{hint}"
-        ) from e
-    if not tokenizer.is_fast:
-        raise ValueError(
-            f"tokenizer: {name!r} loaded as a slow tokenizer ({type(tokenizer).__name__}); a fast one is "
-            f"required. Add a tokenizer.json to the directory (e.g. save a PreTrainedTokenizerFast there)."
-        )
-    if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
-        raise ValueError(
-            f"tokenizer: {name!r} has no [CLS]/[SEP] tokens (cls_token_id={tokenizer.cls_token_id}, "
-            f"sep_token_id={tokenizer.sep_token_id}); use a BERT-style tokenizer."
-        )
-    return tokenizer
-
-
 class CorpusDataModule(L.LightningDataModule):
     """Packed fixed-length sequences from a text corpus for BERT pre-training / distillation.
+
+    Pipeline: read lines (local ``.txt`` / ``.raw`` / ``.gz`` files, or a Hub dataset) -> optional Project
+    Gutenberg stripping (per book) -> tokenize without special tokens (``datasets`` cache, explicit
+    fingerprints) -> pack as Hugging Face ``run_mlm.py`` ``group_texts``: the token ids of all non-empty
+    lines are concatenated and cut into chunks of ``max_seq_length - 2``, each becoming
+    ``[CLS] chunk [SEP]``; the tail that does not fill a chunk is dropped (one remainder per split, not per
+    map batch) -> optional validation split -> optional "first N" truncation. No padding is needed, so
+    ``attention_mask`` is all ones and ``token_type_ids`` all zeros; masking is the ``collator``'s job.
 
     Exactly one source: local ``train_files`` (+ optional ``validation_files``), or ``hub_dataset``
     (+ ``hub_config``; splits ``train`` and, if present, ``validation``). Without a validation split,
     ``validation_fraction`` of the packed *sequences* is held out (deterministic given ``seed``); with
     ``validation_fraction=0`` there is no validation set and ``val_dataloader`` returns ``[]``.
 
-    Each item is a dict of ``input_ids``, ``attention_mask`` (ones), ``token_type_ids`` (zeros), int64
-    tensors of shape ``(seq_len,)``; the default collate stacks them to ``(B, seq_len)``.
+    Every sequence is packed to exactly ``max_seq_length`` tokens. Each item is a dict of ``input_ids``,
+    ``attention_mask`` (ones), ``token_type_ids`` (zeros), int64 tensors of shape ``(max_seq_length,)``;
+    the default collate stacks them to ``(B, max_seq_length)``.
 
     Args:
         tokenizer: local tokenizer directory or Hub id (loaded with ``AutoTokenizer``, must be fast).
@@ -254,16 +111,18 @@ class CorpusDataModule(L.LightningDataModule):
         hub_config: its configuration name (e.g. ``wikitext-103-raw-v1``).
         text_column: Hub column holding the text.
         validation_fraction: share of packed sequences held out when the source has no validation split.
-        seq_len: sequence length including ``[CLS]`` and ``[SEP]`` (8 .. tokenizer.model_max_length).
+        max_seq_length: the packed sequence length, ``[CLS]`` and ``[SEP]`` included: every sequence has
+            exactly this many tokens (8 .. tokenizer.model_max_length).
         batch_size: training batch size (per device).
         eval_batch_size: validation batch size (default: ``batch_size``).
         num_workers: DataLoader workers.
         num_proc: processes for loading / tokenization (``datasets`` ``num_proc``).
         cache_dir: ``datasets`` cache directory (default: the ``datasets`` default cache).
         strip_gutenberg_boilerplate: treat each file (or Hub row) as one Project Gutenberg book and drop
-            its license header/footer (see :func:`strip_gutenberg_lines`).
-        max_train_sequences: keep only the first N training sequences.
-        max_val_sequences: keep only the first N validation sequences.
+            its license header/footer (see :func:`nas_bert.data.gutenberg.strip_gutenberg_lines`).
+        max_train_samples: keep only the *first* N packed training sequences (not a random subset, unlike
+            GLUE / SQuAD: consecutive sequences are consecutive text).
+        max_eval_samples: keep only the first N packed validation sequences.
         seed: seed of the ``validation_fraction`` split.
         collator: ``collate_fn`` for both dataloaders (e.g. MLM masking); default stacks tensors.
     """
@@ -277,15 +136,15 @@ class CorpusDataModule(L.LightningDataModule):
         hub_config: str | None = None,
         text_column: str = "text",
         validation_fraction: float = 0.0,
-        seq_len: int = 128,
+        max_seq_length: int = 128,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         num_proc: int | None = None,
         cache_dir: str | None = None,
         strip_gutenberg_boilerplate: bool = False,
-        max_train_sequences: int | None = None,
-        max_val_sequences: int | None = None,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
         seed: int = 0,
         collator: Callable[[list[dict[str, torch.Tensor]]], Any] | None = None,
     ) -> None:
@@ -312,37 +171,25 @@ class CorpusDataModule(L.LightningDataModule):
             )
         if not 0.0 <= validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
-        for arg, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value is not None and value < 1:
-                raise ValueError(f"{arg} must be >= 1, got {value}.")
-        for arg, value in (
-            ("max_train_sequences", max_train_sequences),
-            ("max_val_sequences", max_val_sequences),
-        ):
-            if value is not None and value < 1:
-                raise ValueError(f"{arg} must be >= 1 or null (no limit), got {value}.")
+        check_positive("batch_size", batch_size)
+        check_positive("eval_batch_size", eval_batch_size)
+        check_positive("max_train_samples", max_train_samples, null_means="no limit")
+        check_positive("max_eval_samples", max_eval_samples, null_means="no limit")
 
-        self._tokenizer = _load_tokenizer(tokenizer)
-        max_len = self._tokenizer.model_max_length
-        if not _MIN_SEQ_LEN <= seq_len <= max_len:
-            raise ValueError(
-                f"seq_len={seq_len} is out of range: it must be between {_MIN_SEQ_LEN} and the "
-                f"tokenizer's model_max_length={max_len} (it includes [CLS] and [SEP]). Set seq_len to "
-                f"e.g. 128."
-            )
+        self._tokenizer = load_tokenizer(tokenizer)
+        self._max_seq_length = check_max_seq_length(max_seq_length, self._tokenizer)
 
-        self.train_files = _resolve_files(train_patterns, "train_files") if local else []
-        self.validation_files = _resolve_files(val_patterns, "validation_files") if local else []
+        self.train_files = resolve_files(train_patterns, "train_files") if local else []
+        self.validation_files = resolve_files(val_patterns, "validation_files") if local else []
         self.hub_dataset, self.hub_config, self.text_column = hub_dataset, hub_config, text_column
         self.validation_fraction = float(validation_fraction)
-        self.seq_len = int(seq_len)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers = int(num_workers)
         self.num_proc = num_proc
         self.cache_dir = os.path.expanduser(cache_dir) if cache_dir else None
         self.strip_gutenberg_boilerplate = bool(strip_gutenberg_boilerplate)
-        self.max_train_sequences, self.max_val_sequences = max_train_sequences, max_val_sequences
+        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
         self.seed = int(seed)
         self.collator = collator
         self._train_dataset: datasets.Dataset | None = None
@@ -353,6 +200,11 @@ class CorpusDataModule(L.LightningDataModule):
     def tokenizer(self) -> PreTrainedTokenizerBase:
         """The fast tokenizer used for the corpus."""
         return self._tokenizer
+
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens per packed sequence, ``[CLS]`` and ``[SEP]`` included."""
+        return self._max_seq_length
 
     @property
     def train_dataset(self) -> datasets.Dataset | None:
@@ -389,9 +241,9 @@ class CorpusDataModule(L.LightningDataModule):
         return self._loader(self._val_dataset, self.eval_batch_size, shuffle=False)
 
     def _loader(self, dataset: datasets.Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        # items: dict of (seq_len,) tensors -> batches of (B, seq_len)
-        return make_loader(dataset, batch_size, shuffle, self.collator if self.collator is not None else default_collate,
-                           self.num_workers, self.trainer)
+        # items: dict of (max_seq_length,) tensors -> batches of (B, max_seq_length)
+        collate = self.collator if self.collator is not None else default_collate
+        return make_loader(dataset, batch_size, shuffle, collate, self.num_workers, self.trainer)
 
     # ------------------------------------------------------------------ pipeline
     def _build(self) -> tuple[datasets.Dataset, datasets.Dataset | None]:
@@ -403,8 +255,8 @@ class CorpusDataModule(L.LightningDataModule):
             if len(train) < 2:
                 raise ValueError(
                     f"validation_fraction={self.validation_fraction} needs at least 2 packed sequences, but the "
-                    f"corpus yields {len(train)} at seq_len={self.seq_len}; add more text, lower seq_len, or "
-                    f"set validation_fraction=0."
+                    f"corpus yields {len(train)} at max_seq_length={self._max_seq_length}; add more text, lower "
+                    f"max_seq_length, or set validation_fraction=0."
                 )
             split = train.train_test_split(test_size=self.validation_fraction, shuffle=True, seed=self.seed)
             train, val = split["train"], split["test"]
@@ -412,15 +264,15 @@ class CorpusDataModule(L.LightningDataModule):
             log.info(
                 "validation_fraction=%s ignored: the corpus has a validation split.", self.validation_fraction
             )
-        if self.max_train_sequences is not None:
-            train = train.select(range(min(self.max_train_sequences, len(train))))
-        if val is not None and self.max_val_sequences is not None:
-            val = val.select(range(min(self.max_val_sequences, len(val))))
+        if self.max_train_samples is not None:  # the first N, not a random subset
+            train = train.select(range(min(self.max_train_samples, len(train))))
+        if val is not None and self.max_eval_samples is not None:
+            val = val.select(range(min(self.max_eval_samples, len(val))))
         log.info(
-            "Corpus: %d train / %s val sequences of seq_len=%d",
+            "Corpus: %d train / %s val sequences of max_seq_length=%d",
             len(train),
             "no" if val is None else len(val),
-            self.seq_len,
+            self._max_seq_length,
         )
         train = train.with_format("torch", columns=_OUTPUT_COLUMNS)
         val = val.with_format("torch", columns=_OUTPUT_COLUMNS) if val is not None else None
@@ -446,12 +298,12 @@ class CorpusDataModule(L.LightningDataModule):
             dd = datasets.DatasetDict(
                 {
                     name: ds.map(
-                        _strip_gutenberg_batch,
+                        strip_gutenberg_batch,
                         batched=True,
                         batch_size=8,  # 8 books per batch
                         remove_columns=ds.column_names,
                         num_proc=self._num_proc(len(ds)),
-                        new_fingerprint=_digest(ds._fingerprint, _PIPELINE_VERSION, "strip-gutenberg"),
+                        new_fingerprint=digest(ds._fingerprint, _PIPELINE_VERSION, "strip-gutenberg"),
                         desc=f"Stripping Gutenberg boilerplate ({name})",
                     )
                     for name, ds in dd.items()
@@ -460,23 +312,13 @@ class CorpusDataModule(L.LightningDataModule):
         return dd
 
     def _load_hub(self) -> datasets.DatasetDict:
-        try:
-            dd = datasets.load_dataset(
-                self.hub_dataset, self.hub_config, cache_dir=self.cache_dir, num_proc=self.num_proc
-            )
-        except Exception as e:
-            hint = (
-                "Offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and the dataset is not in the cache "
-                f"({self.cache_dir or 'default datasets cache'}): unset HF_HUB_OFFLINE to download it once, "
-                "or set train_files/validation_files to local text files (e.g. data/corpus=local_text)."
-                if _offline()
-                else "Check the dataset name/config and your network, or set train_files/validation_files "
-                "to local text files (e.g. data/corpus=local_text)."
-            )
-            raise ConnectionError(
-                f"Could not load Hub dataset {self.hub_dataset!r} (config {self.hub_config!r}): "
-                f"{type(e).__name__}: {e}. {hint}"
-            ) from e
+        dd = load_hub_dataset(
+            self.hub_dataset,
+            self.hub_config,
+            cache_dir=self.cache_dir,
+            num_proc=self.num_proc,
+            fallback="set train_files/validation_files to local text files (e.g. data/corpus=local_text)",
+        )
         if "train" not in dd:
             raise ValueError(
                 f"Hub dataset {self.hub_dataset!r} has no 'train' split (splits: {list(dd)}); use another "
@@ -504,13 +346,10 @@ class CorpusDataModule(L.LightningDataModule):
             return None
         return max(1, min(self.num_proc, n_items)) if n_items > 1 else None
 
-    def _tokenizer_fingerprint(self) -> str:
-        backend = self._tokenizer.backend_tokenizer.to_str()
-        return _digest(type(self._tokenizer).__name__, hashlib.sha256(backend.encode("utf-8")).hexdigest())
-
     def _tokenize_and_pack(self, ds: datasets.Dataset, split: str) -> datasets.Dataset:
-        """Tokenize non-empty lines, concatenate, cut into ``[CLS] chunk [SEP]`` of ``seq_len``."""
-        tok_fp = _digest(ds._fingerprint, _PIPELINE_VERSION, "tokenize", self._tokenizer_fingerprint())
+        """Tokenize non-empty lines, concatenate, cut into ``[CLS] chunk [SEP]`` of ``max_seq_length``."""
+        length = self._max_seq_length
+        tok_fp = digest(ds._fingerprint, _PIPELINE_VERSION, "tokenize", tokenizer_fingerprint(self._tokenizer))
         tokenized = ds.map(
             _tokenize_batch,
             batched=True,
@@ -522,18 +361,18 @@ class CorpusDataModule(L.LightningDataModule):
             desc=f"Tokenizing {split}",
         )
         ids = tokenized.data.column("ids")  # ChunkedArray of list<int32>, one list per non-empty line
-        chunk = self.seq_len - 2
+        chunk = length - 2
         n_tokens = int(pc.sum(pc.list_value_length(ids)).as_py() or 0) if len(tokenized) else 0
         n_seq = n_tokens // chunk
         if n_seq == 0:
             raise ValueError(
                 f"The {split} corpus yields 0 sequences: it has {n_tokens} tokens in {len(tokenized)} "
-                f"non-empty lines, but one sequence of seq_len={self.seq_len} needs {chunk} tokens plus "
-                f"[CLS]/[SEP]. Use a smaller seq_len (>= {_MIN_SEQ_LEN}) or more text "
+                f"non-empty lines, but one sequence of max_seq_length={length} needs {chunk} tokens plus "
+                f"[CLS]/[SEP]. Use a smaller max_seq_length (>= {MIN_SEQ_LEN}) or more text "
                 f"(source: {self._source_description(split)})."
             )
         flat = pa.chunked_array([c.flatten() for c in ids.chunks], type=pa.int32())  # (n_tokens,)
-        pack_fp = _digest(tok_fp, _PIPELINE_VERSION, "pack", self.seq_len)
+        pack_fp = digest(tok_fp, _PIPELINE_VERSION, "pack", length)
         cache_file = None
         if tokenized.cache_files:  # keep the packed arrays on disk, next to the token cache
             cache_file = os.path.join(
@@ -553,21 +392,21 @@ class CorpusDataModule(L.LightningDataModule):
             },
             features=datasets.Features(
                 {
-                    "input_ids": datasets.List(datasets.Value("int32"), length=self.seq_len),
-                    "attention_mask": datasets.List(datasets.Value("int8"), length=self.seq_len),
-                    "token_type_ids": datasets.List(datasets.Value("int8"), length=self.seq_len),
+                    "input_ids": datasets.List(datasets.Value("int32"), length=length),
+                    "attention_mask": datasets.List(datasets.Value("int8"), length=length),
+                    "token_type_ids": datasets.List(datasets.Value("int8"), length=length),
                 }
             ),
             new_fingerprint=pack_fp,
             cache_file_name=cache_file,
-            desc=f"Packing {split} into {n_seq} x {self.seq_len}",
+            desc=f"Packing {split} into {n_seq} x {length}",
         )
         log.info(
             "%s: %d tokens -> %d sequences of %d (%d tokens dropped)",
             split,
             n_tokens,
             n_seq,
-            self.seq_len,
+            length,
             n_tokens - n_seq * chunk,
         )
         return packed

@@ -29,6 +29,10 @@ class ResumableSampler(StatefulDistributedSampler):
         super().load_state_dict(state_dict)
         self.set_epoch(state_dict.get("epoch", 0))
 
+    def restart(self) -> None:
+        """Forget a loaded position: the next iterator starts at the beginning of the epoch."""
+        self.next_yielded, self.yielded = None, 0
+
 
 def training_seed() -> int:
     """The run's seed, as `lightning.seed_everything` exports it (Lightning's own DDP sampler reads it too)."""

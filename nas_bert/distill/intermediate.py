@@ -10,6 +10,8 @@
 Student and teacher rarely have the same number of heads, so attention is compared on "relation
 heads" (as in MiniLMv2): the concatenated q / k / v of a layer are re-split into R heads of equal
 count on both sides. Padding keys are excluded from every term, padding queries from the averages.
+The teacher's side comes from its hidden states alone (its q / k / v are its projections of them); the
+student's q / k / v are recorded by forward hooks that exist only during its forward pass.
 """
 
 from __future__ import annotations
@@ -27,24 +29,6 @@ from nas_bert.distill.losses import masked_mse
 from nas_bert.ops import MultiHeadAttention
 
 TEACHER_QKV = re.compile(r"layers?\.(\d+)\.attention\.self\.(query|key|value)$")
-TEACHER_LAYER = re.compile(r"layers?\.(\d+)$")
-
-
-def teacher_state_modules(teacher: nn.Module) -> list[nn.Module]:
-    """[embeddings, layer 0, .., layer L-1] of a BERT-family teacher: their outputs are Y_0 .. Y_L.
-
-    Recorded with our own hooks rather than `output_hidden_states`, which unpickled transformers models
-    (ddp_spawn workers) stop honouring.
-    """
-    embeddings = next((m for name, m in teacher.named_modules()
-                       if name.endswith("embeddings") and hasattr(m, "word_embeddings")), None)
-    layers = {int(match.group(1)): m for name, m in teacher.named_modules() if (match := TEACHER_LAYER.search(name))}
-    if embeddings is None or not layers:
-        raise ArchitectureError(
-            f"found no embeddings / `layer.<i>` modules in the teacher ({type(teacher).__name__}); the hidden-state "
-            f"term needs a BERT-family teacher: set hidden_weight=0"
-        )
-    return [embeddings] + [layers[i] for i in sorted(layers)]
 
 
 def teacher_qkv_modules(teacher: nn.Module) -> dict[int, dict[str, nn.Module]]:
@@ -60,6 +44,16 @@ def teacher_qkv_modules(teacher: nn.Module) -> dict[int, dict[str, nn.Module]]:
             f"attention and MiniLM terms need a BERT-family teacher: set attention_weight=0 and minilm_weight=0"
         )
     return found
+
+
+@torch.no_grad()
+def teacher_qkv(teacher: nn.Module, states: tuple[torch.Tensor, ...], layers: set[int]) -> dict[str, torch.Tensor]:
+    """The teacher's q, k, v (B, T, D) of `layers` ("t<layer>.<part>"), from the layers' input states.
+
+    Layer i reads hidden state i (the embeddings for layer 0), so its projections need no hook.
+    """
+    modules = teacher_qkv_modules(teacher)
+    return {f"t{i}.{part}": modules[i][part](states[i]) for i in sorted(layers) for part in ("query", "key", "value")}
 
 
 def student_mha_layers(student: nn.Module) -> list[tuple[int, MultiHeadAttention]]:
@@ -180,33 +174,30 @@ class IntermediateDistillation(nn.Module):
             layers += [first + (j + 1) * self.layers_per_block // count - 1 for j in range(count)]
         return layers
 
-    def recorded_modules(self, student: nn.Module, teacher: nn.Module) -> tuple[dict, dict]:
-        """Modules to hook: student MHA qkv Linears ("s<i>"), teacher query/key/value ("t<layer>.<part>") and
-        the teacher's block-boundary states ("y<n>": Y_{n k})."""
-        states = {}
-        if self.hidden_weight:
-            found = teacher_state_modules(teacher)
-            states = {f"y{n}": found[n * self.layers_per_block] for n in range(len(self.projections))}
+    def student_modules(self, student: nn.Module) -> dict[str, nn.Module]:
+        """The student's MHA q/k/v Linears to record ("s<i>"); none unless an attention term is on."""
         if not (self.attention_weight or self.minilm_weight):
-            return {}, states
-        mhas = student_mha_layers(student)
-        wanted = set(self.teacher_layer_for()) if self.attention_weight else set()
-        if self.minilm_weight:
-            wanted.add(self.teacher_layers - 1)
-        qkv = teacher_qkv_modules(teacher)
-        teacher_modules = {f"t{i}.{part}": qkv[i][part] for i in sorted(wanted) for part in ("query", "key", "value")}
-        return {f"s{i}": mha.qkv for i, (_, mha) in enumerate(mhas)}, {**teacher_modules, **states}
+            return {}
+        return {f"s{i}": mha.qkv for i, (_, mha) in enumerate(student_mha_layers(student))}
+
+    def teacher_layers_used(self) -> set[int]:
+        """The teacher layers whose q/k/v the attention terms compare with."""
+        layers = set(self.teacher_layer_for()) if self.attention_weight else set()
+        return layers | ({self.teacher_layers - 1} if self.minilm_weight else set())
 
     def forward(self, student_states: list[torch.Tensor], student_qkv: dict[str, torch.Tensor],
-                teacher: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """student_states: N + 1 tensors (B, T, H_n); student_qkv / teacher: the outputs recorded from
-        `recorded_modules` (teacher q/k/v and block-boundary states (B, T, D)); mask (B, T)."""
+                teacher_states: tuple[torch.Tensor, ...], teacher: nn.Module, mask: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+        """student_states: N + 1 tensors (B, T, H_n); student_qkv: the outputs recorded from `student_modules`;
+        teacher_states: its L + 1 hidden states (B, T, D); teacher: its model (for q/k/v); mask (B, T)."""
         parts: dict[str, torch.Tensor] = {}
         if self.hidden_weight:
-            terms = [masked_mse(proj(s), teacher[f"y{n}"], mask)
+            terms = [masked_mse(proj(s), teacher_states[n * self.layers_per_block], mask)
                      for n, (proj, s) in enumerate(zip(self.projections, student_states))]
             parts["hidden_mse"] = torch.stack(terms).mean()
         r = self.relation_heads
+        layers = self.teacher_layers_used()
+        teacher = teacher_qkv(teacher, teacher_states, layers) if layers else {}
         if self.attention_weight:
             terms = []
             for i, layer in enumerate(self.teacher_layer_for()):

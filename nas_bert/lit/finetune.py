@@ -1,9 +1,9 @@
 """Fine-tuning with optional task KD (NAS-BERT stage 4), for any HF encoder with a task head.
 
 loss = (1 - lambda) * task loss + lambda * KD, KD = T^2 * KL(teacher || student) on the logits
-(MSE for regression). The teacher is a fine-tuned model of the same task, frozen, outside the
-module tree; its training logits are computed on the fly and kept by example index, so each example
-is run through the teacher once (the cache). Without a teacher, plain fine-tuning.
+(MSE for regression). The teacher is a `FrozenTeacher` of a model fine-tuned on the same task; its
+training logits are computed on the fly and kept by example index, so each example is run through the
+teacher once (the cache). Without a teacher, plain fine-tuning.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import nn
 
 from nas_bert.distill import soft_cross_entropy
 from nas_bert.lit.optim import configure_optimization
+from nas_bert.teacher import FrozenTeacher
 
 Batch = dict[str, torch.Tensor]
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -57,17 +58,13 @@ class TaskDistillation(L.LightningModule):
     """Shared by GLUE and SQuAD fine-tuning: the model, the optional frozen teacher, optimisation."""
 
     def __init__(self, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None = None, teacher: nn.Module | None = None,
+                 scheduler: Callable[..., Any] | None = None, teacher: FrozenTeacher | None = None,
                  kd_weight: float = 0.5, temperature: float = 1.0, cache_teacher_logits: bool = True) -> None:
         super().__init__()
         if not 0.0 <= kd_weight <= 1.0 or temperature <= 0:
             raise ValueError(f"kd_weight must be in [0, 1] and temperature > 0, got {kd_weight}, {temperature}")
         self.save_hyperparameters(ignore=["model", "teacher", "optimizer", "scheduler"], logger=False)
-        self.model = model
-        if teacher is not None:
-            teacher.requires_grad_(False)
-            teacher.eval()
-        object.__setattr__(self, "teacher", teacher)  # outside the module tree: not DDP-wrapped, not saved
+        self.model, self.teacher = model, teacher
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.kd_weight = kd_weight if teacher is not None else 0.0
         self.temperature = temperature
@@ -75,10 +72,7 @@ class TaskDistillation(L.LightningModule):
 
     def run_teacher(self, batch: Batch) -> Any:
         """The teacher's output on the batch's inputs (no grad, on the batch's device)."""
-        if next(self.teacher.parameters()).device != batch["input_ids"].device:
-            self.teacher.to(batch["input_ids"].device)
-        with torch.no_grad():
-            return self.teacher(**{k: batch[k] for k in INPUTS if k in batch})
+        return self.teacher(**{k: batch[k] for k in INPUTS if k in batch})
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_optimization(self.model, self.trainer, self.optimizer_factory, self.scheduler_factory)
@@ -92,7 +86,7 @@ class GlueFineTuning(TaskDistillation):
     """
 
     def __init__(self, model: nn.Module, task: str, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None = None, teacher: nn.Module | None = None,
+                 scheduler: Callable[..., Any] | None = None, teacher: FrozenTeacher | None = None,
                  kd_weight: float = 0.5, temperature: float = 1.0, cache_teacher_logits: bool = True,
                  eval_names: list[str] | None = None) -> None:
         super().__init__(model, optimizer, scheduler, teacher, kd_weight, temperature, cache_teacher_logits)
@@ -166,7 +160,7 @@ class SquadFineTuning(TaskDistillation):
     """
 
     def __init__(self, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None = None, teacher: nn.Module | None = None,
+                 scheduler: Callable[..., Any] | None = None, teacher: FrozenTeacher | None = None,
                  kd_weight: float = 0.5, temperature: float = 1.0) -> None:
         # teacher logits on the fly: training features carry no index to cache them by
         super().__init__(model, optimizer, scheduler, teacher, kd_weight, temperature, cache_teacher_logits=False)

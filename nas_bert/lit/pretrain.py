@@ -3,8 +3,7 @@
 loss = (1 - lambda) * MLM + lambda * T^2 * KL(teacher || student) on the MLM logits of the masked
 positions, plus the optional intermediate terms of `nas_bert.distill.intermediate` (TinyBERT hidden
 states and attention scores, MiniLM attention and value relations), each switched on by a weight.
-The teacher (an HF masked-LM model, or any module returning logits) is frozen and kept outside the
-module tree: not DDP-wrapped, not checkpointed.
+The teacher is a `FrozenTeacher` of a masked-LM model (its own MLM head or a fitted one).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from nas_bert.distill import prediction_kd_loss
 from nas_bert.distill.intermediate import IntermediateDistillation, Recorder
 from nas_bert.distill.masking import TokenMasker
 from nas_bert.lit.optim import configure_optimization
+from nas_bert.teacher import FrozenTeacher
 
 Batch = dict[str, torch.Tensor]
 
@@ -45,15 +45,10 @@ def masked_logits(model: nn.Module, inputs: Batch, masked: torch.Tensor,
     return head(out.last_hidden_state[masked]), out.hidden_states  # (M, H) -> (M, V)
 
 
-def encoder_config(teacher: nn.Module) -> Any:
-    """The HF config of a teacher's encoder (an `...ForMaskedLM` model or an encoder with a fitted head)."""
-    return teacher.config if hasattr(teacher, "config") else teacher.encoder.config
-
-
 class PretrainDistillation(L.LightningModule):
     """Trains `student` (an MLM model) on masked batches with KD from `teacher`'s MLM logits."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+    def __init__(self, student: nn.Module, teacher: FrozenTeacher, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, kd_weight: float = 0.5,
                  temperature: float = 1.0, intermediate: dict[str, Any] | None = None,
                  masker: TokenMasker | None = None) -> None:
@@ -66,19 +61,15 @@ class PretrainDistillation(L.LightningModule):
             raise ValueError(f"kd_weight must be in [0, 1] and temperature > 0, got {kd_weight}, {temperature}")
         self.save_hyperparameters(ignore=["student", "teacher", "optimizer", "scheduler", "masker"], logger=False)
         self.masker = masker
-        self.student = student
-        teacher.requires_grad_(False)
-        teacher.eval()
-        object.__setattr__(self, "teacher", teacher)  # outside the module tree
+        self.student, self.teacher = student, teacher
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.kd_weight, self.temperature = kd_weight, temperature
-        config = encoder_config(teacher)
+        config = teacher.config
         terms = IntermediateDistillation(
             student.config.to_arch(), config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
             **dict(intermediate or {}))
         self.intermediate = terms if terms.active else None
-        modules = terms.recorded_modules(student, teacher) if terms.active else ({}, {})
-        self.student_recorder, self.teacher_recorder = Recorder(modules[0]), Recorder(modules[1])
+        self.student_recorder = Recorder(terms.student_modules(student))
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
@@ -86,10 +77,9 @@ class PretrainDistillation(L.LightningModule):
         masked = batch["labels"] != -100  # (B, T)
         with self.student_recorder.recording() as student_qkv:
             student_logits, student_states = masked_logits(self.student, inputs, masked, deep)  # (M, V)
-        if next(self.teacher.parameters()).device != batch["input_ids"].device:
-            self.teacher.to(batch["input_ids"].device)
-        with torch.no_grad(), self.teacher_recorder.recording() as teacher_recorded:
-            teacher_logits, _ = masked_logits(self.teacher, inputs, masked, False)  # (M, V)
+        with torch.no_grad():  # the teacher's states (L + 1) only when a term needs them
+            teacher_logits, teacher_states = masked_logits(self.teacher.to(batch["input_ids"].device).model, inputs,
+                                                           masked, deep)  # (M, V)
         if teacher_logits.shape != student_logits.shape:
             raise ValueError(f"teacher logits {tuple(teacher_logits.shape)} and student logits "
                              f"{tuple(student_logits.shape)} differ: student and teacher need the same vocabulary")
@@ -97,7 +87,7 @@ class PretrainDistillation(L.LightningModule):
                                    self.temperature)
         if deep:
             mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
-            extra = self.intermediate(list(student_states), student_qkv, teacher_recorded, mask)
+            extra = self.intermediate(list(student_states), student_qkv, teacher_states, self.teacher.model, mask)
             parts = {**parts, **extra, "loss": parts["loss"] + extra["intermediate"]}
         return parts
 

@@ -21,7 +21,7 @@ from nas_bert.distill import masked_mse
 from nas_bert.lit.optim import configure_optimization
 from nas_bert.space import SearchSpace
 from nas_bert.supernet import Supernet
-from nas_bert.teacher import Teacher
+from nas_bert.teacher import FrozenTeacher
 
 Batch = dict[str, torch.Tensor]
 CHECKPOINT_KEY = "nas_bert"
@@ -33,7 +33,7 @@ class SupernetDistillation(L.LightningModule):
     def __init__(
         self,
         space: SearchSpace,
-        teacher: Teacher,
+        teacher: FrozenTeacher,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         dropout: float = 0.0,
@@ -49,8 +49,7 @@ class SupernetDistillation(L.LightningModule):
             )
         self.space = space
         self.supernet = Supernet(space, teacher.hidden_size, dropout=dropout)
-        # Outside the module tree: not in state_dict, not wrapped by DDP, not switched to train().
-        object.__setattr__(self, "teacher", teacher)
+        self.teacher = teacher  # a FrozenTeacher is no nn.Module: outside the module tree
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.seed = seed
@@ -63,9 +62,7 @@ class SupernetDistillation(L.LightningModule):
     # -- helpers -------------------------------------------------------------------------------
     def teacher_states(self, batch: Batch) -> list[torch.Tensor]:
         """Y_0..Y_N from the frozen teacher, each (B, T, D)."""
-        if self.teacher.device != batch["input_ids"].device:
-            self.teacher.to(batch["input_ids"].device)
-        return self.teacher(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        return self.teacher.block_states(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
 
     def sample_arch(self) -> Arch:
         """The path of this optimizer step: a pure function of (seed, global step)."""

@@ -1,12 +1,12 @@
 """GLUE metrics (as Hugging Face `run_glue` reports them), loyalty to the teacher, and the GLUE average.
 
-Values are fractions in [0, 1] (correlations in [-1, 1]), not percentages.
+Values are fractions in [0, 1] (correlations in [-1, 1]), not percentages. Each task's labels and metric
+names come from the data registry (`nas_bert.data.glue.GLUE_TASKS`); here an evaluation set may also be
+one of MNLI's two (`mnli_matched`, `mnli_mismatched`).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
@@ -17,40 +17,34 @@ from torchmetrics.functional.classification import (
     multiclass_accuracy,
 )
 
-from nas_bert.data.glue import GLUE_TASKS as DATA_TASKS
+from nas_bert.data.glue import GLUE_TASKS, GlueTask, normalize_task_name
 from nas_bert.metrics.dedup import DedupMetric
 from nas_bert.metrics.loyalty import label_loyalty, prob_loyalty, regression_loyalty
 
-
-@dataclass(frozen=True)
-class TaskMetrics:
-    num_labels: int  # 1: regression
-    metrics: tuple[str, ...]
-
-    @property
-    def is_regression(self) -> bool:
-        return self.num_labels == 1
-
-
-# From the data registry (the one description of each task); MNLI's eval sets also by their own names
-GLUE_TASKS: dict[str, TaskMetrics] = {name: TaskMetrics(task.num_labels, task.metrics)
-                                      for name, task in DATA_TASKS.items()}
-GLUE_TASKS |= {f"mnli_{s}": GLUE_TASKS["mnli"] for s in ("matched", "mismatched")}  # "mnli" is the matched set
-_ALIASES = {re.sub(r"[^a-z0-9]", "", k): k for k in GLUE_TASKS} | {"mnlim": "mnli_matched",
-                                                                    "mnlimm": "mnli_mismatched"}
+# Evaluation sets that are not task names, and their task ("mnli" alone is the matched set).
+_EVAL_SETS = {"mnli_matched": "mnli", "mnli_mismatched": "mnli"}
+_ALIASES = {normalize_task_name(k): k for k in [*GLUE_TASKS, *_EVAL_SETS]} | {"mnlim": "mnli_matched",
+                                                                              "mnlimm": "mnli_mismatched"}
 
 
 def canonical_task(task: str) -> str:
-    """Task name as a key of GLUE_TASKS, ignoring case and punctuation ('SST-2', 'STS-B', 'MNLI-mm')."""
-    name = _ALIASES.get(re.sub(r"[^a-z0-9]", "", task.lower()), task)
-    if name not in GLUE_TASKS:
-        raise ValueError(f"unknown GLUE task {task!r}; expected one of {sorted(GLUE_TASKS)}")
+    """Task or evaluation-set name ignoring case and punctuation ('SST-2' -> 'sst2', 'STS-B' -> 'stsb',
+    'MNLI-mm' -> 'mnli_mismatched', 'mnli_matched' stays)."""
+    name = _ALIASES.get(normalize_task_name(task))
+    if name is None:
+        raise ValueError(f"unknown GLUE task {task!r}; expected one of {sorted({*GLUE_TASKS, *_EVAL_SETS})}")
     return name
+
+
+def task_of(name: str) -> GlueTask:
+    """The registry entry of a task or evaluation set ('mnli_mismatched' -> the MNLI task)."""
+    name = canonical_task(name)
+    return GLUE_TASKS[_EVAL_SETS.get(name, name)]
 
 
 def glue_scores(task: str, logits: Tensor, labels: Tensor) -> dict[str, float]:
     """The task's metrics from logits (N, C) (regression: (N, 1) or (N,)) and labels (N,)."""
-    spec = GLUE_TASKS[canonical_task(task)]
+    spec = task_of(task)
     if spec.is_regression:
         preds, target = logits.reshape(-1).double(), labels.reshape(-1).double()  # (N,)
         return {"pearson": pearson_corrcoef(preds, target).item(),
@@ -86,7 +80,7 @@ class GlueMetrics(DedupMetric):
                  value_range: float = 5.0, **kwargs: Any) -> None:
         super().__init__(fields=("logits", "labels", "teacher_logits"), **kwargs)
         self.task = canonical_task(task)
-        spec = GLUE_TASKS[self.task]
+        spec = task_of(self.task)
         if num_labels is not None and num_labels != spec.num_labels:
             raise ValueError(f"{self.task} has {spec.num_labels} labels, got num_labels={num_labels}")
         if is_regression is not None and is_regression != spec.is_regression:
@@ -129,7 +123,8 @@ def glue_average(results: dict[str, dict[str, float]]) -> float:
         name = canonical_task(task)
         score = metrics.get("combined_score")
         if score is None:
-            score = sum(metrics[m] for m in GLUE_TASKS[name].metrics) / len(GLUE_TASKS[name].metrics)
+            names = task_of(name).metrics
+            score = sum(metrics[m] for m in names) / len(names)
         if name.startswith("mnli"):
             part = "mismatched" if name == "mnli_mismatched" else "matched"
             if part in mnli:

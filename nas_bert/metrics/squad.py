@@ -1,4 +1,5 @@
-"""SQuAD exact match and F1, as the official v1.1 and v2.0 evaluation scripts compute them.
+"""SQuAD exact match and F1, as the official v1.1 and v2.0 evaluation scripts compute them (the answers
+come from `nas_bert.metrics.squad_postprocess`).
 
 Not torchmetrics' `SQuAD`: it follows the v2.0 F1 rule for empty answers also for v1.1 (v1.1 scores F1 0 when
 prediction and gold both normalise to nothing, v2.0 scores 1), accumulates in float32, sums per-update
@@ -20,8 +21,6 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-
-import torch.distributed as dist
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -79,42 +78,3 @@ def squad_scores(predictions: dict[str, str], answers: dict[str, list[str]],
             if ids:
                 out.update(summary(ids, prefix))
     return out
-
-
-class SquadMetric:
-    """Accumulates {id: prediction} and {id: gold texts} over an epoch; each id counts once (first kept).
-
-    With `dist_sync` and an initialised process group, `compute()` gathers every rank's dicts first, so it
-    must then be called on all ranks (it returns the same scores on each).
-    """
-
-    def __init__(self, version_2: bool = False, dist_sync: bool = True) -> None:
-        self.version_2, self.dist_sync = version_2, dist_sync
-        self.reset()
-
-    def reset(self) -> None:
-        self.predictions: dict[str, str] = {}
-        self.answers: dict[str, list[str]] = {}
-
-    def update(self, predictions: dict[str, str], answers: dict[str, list[str]]) -> None:
-        for qid, text in predictions.items():
-            self.predictions.setdefault(qid, text)
-        for qid, golds in answers.items():
-            self.answers.setdefault(qid, list(golds))
-
-    def compute(self) -> dict[str, float]:
-        """`squad_scores` over all ids seen (on all ranks when synced), plus `num_examples`."""
-        predictions, answers = self.predictions, self.answers
-        if self.dist_sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[tuple[dict, dict] | None] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, (predictions, answers))
-            predictions, answers = {}, {}
-            for rank_predictions, rank_answers in gathered:  # rank order, so "first" is well defined
-                for qid, text in rank_predictions.items():
-                    predictions.setdefault(qid, text)
-                for qid, golds in rank_answers.items():
-                    answers.setdefault(qid, golds)
-        out = squad_scores(predictions, answers, self.version_2)
-        out["num_examples"] = len(answers)
-        return out
-

@@ -1,8 +1,8 @@
 """Hugging Face model classes for NAS-BERT students: a base model and MLM / classification / QA heads.
 
-The body is `nas_bert.student.StudentEncoder` (reused, not re-implemented), held at `<prefix>.encoder`,
+The body is `nas_bert.encoder.StudentEncoder` (reused, not re-implemented), held at `<prefix>.encoder`,
 so a distilled student's `state_dict` loads with `model.nas_bert.encoder.load_state_dict(...)` and
-`NasBertModel`'s parameter count equals `nas_bert.student.encoder_params` exactly.
+`NasBertModel`'s parameter count equals `nas_bert.encoder.encoder_params` exactly.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
 )
 
+from nas_bert.encoder import StudentEncoder
 from nas_bert.modeling.configuration_nas_bert import NasBertConfig
-from nas_bert.student import StudentEncoder
 
 
 class NasBertPreTrainedModel(PreTrainedModel):

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas_bert.arch import FFN, MHA, Arch, ArchitectureError, BlockArch
+from nas_bert.encoder import encoder_params
 from nas_bert.modeling.configuration_nas_bert import NasBertConfig
 from nas_bert.modeling.modeling_nas_bert import NasBertForMaskedLM
 from nas_bert.space import SearchSpace
-from nas_bert.student import encoder_params
 
 
 def uniform_arch(num_layers: int, hidden: int, num_blocks: int = 1) -> Arch:

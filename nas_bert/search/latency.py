@@ -66,9 +66,9 @@ import torch
 from torch.utils import benchmark
 
 from nas_bert.arch import IDENTITY, Arch
+from nas_bert.encoder import Embeddings
 from nas_bert.ops import build_op, build_projection, init_weights
 from nas_bert.space import SearchSpace
-from nas_bert.student import Embeddings
 
 TABLE_VERSION = 1
 _DEVICE_KEYS = ("type", "name", "num_threads")

@@ -7,11 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt
 from lightning.pytorch.loggers import Logger, WandbLogger
+from matplotlib.figure import Figure
 from rich.table import Table
 
 from nas_bert.arch import Arch
@@ -76,7 +73,8 @@ def print_selected(results: list[BudgetResult]) -> None:
 
 def pareto_plot(results: list[BudgetResult], path: Path) -> Path:
     """Params and latency against approximate loss for every top-T model; the selected ones marked."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))  # no pyplot: nothing global (backend, open figures) changes
+    axes = fig.subplots(1, 2)
     for ax, (key, label) in zip(axes, [("params", "parameters (M)"), ("latency", "predicted latency (ms)")]):
         scale = 1e-6 if key == "params" else 1e3
         for r in results:
@@ -93,7 +91,6 @@ def pareto_plot(results: list[BudgetResult], path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

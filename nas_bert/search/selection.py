@@ -12,8 +12,8 @@ halves, each half is enumerated with numpy (10^4 rows for two blocks of 100), an
 cross join is scanned in tiles. Both halves are sorted by parameters, so a tile's cost and loss
 bounds (exact, from the sorted ends and per-tile minima) let whole tiles be skipped or counted as
 wholly feasible; only tiles across a budget's boundary are masked elementwise. Each budget keeps a
-running top-k whose k-th loss filters later tiles. `brute_force_top_k` is the pure-Python
-reference for tests.
+running top-k whose k-th loss filters later tiles. The pure-Python reference every combination is
+checked against lives with the tests (`tests/helpers/selection_oracle.py`).
 
 Summation order: the fast path sums (left half) + (right half), the reference sums block by block,
 so with arbitrary floats the two can differ in the last bit; with values whose sums are exact
@@ -22,7 +22,6 @@ so with arbitrary floats the two can differ in the last bit; with values whose s
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -188,9 +187,9 @@ def _fmt_latency(seconds: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# Validation shared by both implementations
+# Validation shared with the reference of the tests
 # ------------------------------------------------------------------------------------------------
-def _validate(blocks: list[BlockTable], coupling: CouplingCosts, budgets: list[Budget], k: int) -> None:
+def validate_inputs(blocks: list[BlockTable], coupling: CouplingCosts, budgets: list[Budget], k: int) -> None:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if not blocks:
@@ -212,7 +211,7 @@ def _validate(blocks: list[BlockTable], coupling: CouplingCosts, budgets: list[B
         raise ValueError("too many combinations to index with int64")
 
 
-def _check_limits_alone(budgets: list[Budget], min_params: int, min_latency: float) -> None:
+def check_limits_alone(budgets: list[Budget], min_params: int, min_latency: float) -> None:
     """Raise for the first budget that one of its limits alone makes unmeetable."""
     for b in budgets:
         if (b.max_params is not None and min_params > b.max_params) or (
@@ -221,66 +220,7 @@ def _check_limits_alone(budgets: list[Budget], min_params: int, min_latency: flo
             raise BudgetError(b, min_params, min_latency)
 
 
-# ------------------------------------------------------------------------------------------------
-# Reference: every combination in Python
-# ------------------------------------------------------------------------------------------------
-def brute_force_top_k(
-    blocks: list[BlockTable],
-    coupling: CouplingCosts,
-    budgets: list[Budget],
-    k: int = 100,
-    chunk_elements: int = 2**24,
-) -> dict[str, Selection]:
-    """Same contract as `top_k_per_budget`, by itertools.product; sums block by block. For tests."""
-    del chunk_elements  # same signature as the fast path; nothing to bound here
-    _validate(blocks, coupling, budgets, k)
-    rows = []  # (loss, params, choice, flops, latency)
-    for choice in itertools.product(*(range(len(b)) for b in blocks)):
-        widths = [int(b.width[c]) for b, c in zip(blocks, choice)]
-        loss = params = flops = latency = 0
-        for b, c in zip(blocks, choice):
-            loss += float(b.loss[c])
-            params += int(b.params[c])
-            flops += int(b.flops[c])
-            latency += float(b.latency[c])
-        for wi, wj in itertools.pairwise(widths):
-            params += int(coupling.params[wi, wj])
-            flops += int(coupling.flops[wi, wj])
-            latency += float(coupling.latency[wi, wj])
-        params += int(coupling.first_params[widths[0]])
-        flops += int(coupling.first_flops[widths[0]])
-        latency += float(coupling.first_latency[widths[0]])
-        rows.append((float(loss), params, choice, flops, float(latency)))
-    rows.sort(key=lambda r: (r[0], r[1], r[2]))
-    min_params, min_latency = min(r[1] for r in rows), min(r[4] for r in rows)
-    _check_limits_alone(budgets, min_params, min_latency)
-
-    out = {}
-    for budget in budgets:
-        feasible = [
-            r
-            for r in rows
-            if (budget.max_params is None or r[1] <= budget.max_params)
-            and (budget.max_latency is None or r[4] <= budget.max_latency)
-        ]
-        if not feasible:
-            raise BudgetError(budget, min_params, min_latency)
-        top = feasible[:k]
-        choice = np.array([r[2] for r in top], dtype=np.int64).reshape(len(top), len(blocks))
-        out[budget.name] = Selection(
-            choice=choice,
-            index=_candidate_indices(blocks, choice),
-            loss=np.array([r[0] for r in top], dtype=np.float64),
-            params=np.array([r[1] for r in top], dtype=np.int64),
-            flops=np.array([r[3] for r in top], dtype=np.int64),
-            latency=np.array([r[4] for r in top], dtype=np.float64),
-            num_feasible=len(feasible),
-            budget=budget,
-        )
-    return out
-
-
-def _candidate_indices(blocks: list[BlockTable], choice: np.ndarray) -> np.ndarray:
+def candidate_indices(blocks: list[BlockTable], choice: np.ndarray) -> np.ndarray:
     """(T, N) space indices of the chosen rows."""
     cols = [b.index[choice[:, n]] for n, b in enumerate(blocks)]
     return np.stack(cols, axis=1) if len(choice) else np.zeros((0, len(blocks)), dtype=np.int64)
@@ -604,7 +544,7 @@ def _selection(
     ).astype(np.int64)
     return Selection(
         choice=choice,
-        index=_candidate_indices(blocks, choice),
+        index=candidate_indices(blocks, choice),
         loss=state.loss,
         params=state.params,
         flops=(left.flops[i] + _cross(coupling.flops, lw, rw)) + right.flops[j],
@@ -630,7 +570,7 @@ def top_k_per_budget(
     Raises BudgetError for the first budget (in order) that one of its limits alone puts out of
     reach, else for the first budget no combination meets; ValueError for bad arguments.
     """
-    _validate(blocks, coupling, budgets, k)
+    validate_inputs(blocks, coupling, budgets, k)
     if chunk_elements < 1:
         raise ValueError(f"chunk_elements must be >= 1, got {chunk_elements}")
     split = max(1, len(blocks) // 2)
@@ -638,7 +578,7 @@ def top_k_per_budget(
     right = _enumerate_half(blocks[split:], coupling, with_first=False)
     groups = _groups(left, right, coupling)
     min_params, min_latency = _smallest_costs(groups)
-    _check_limits_alone(budgets, min_params, min_latency)
+    check_limits_alone(budgets, min_params, min_latency)
 
     tiles = _tile(groups, min(chunk_elements, _MAX_TILE_ELEMENTS))
     states = [_TopK(k) for _ in budgets]

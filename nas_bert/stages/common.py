@@ -7,22 +7,42 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
 RESOLVED_CONFIG = "config.yaml"
+RENAMED_KEYS = {  # nas-bert 0.1 -> 0.2: one name per idea in every DataModule
+    "seq_len": "max_seq_length", "max_train_sequences": "max_train_samples", "max_val_sequences": "max_eval_samples"}
+RENAMED_TARGETS = {"nas_bert.teacher.Teacher": "nas_bert.teacher.FrozenTeacher"}  # nas-bert 0.1 -> 0.2
 WANDB_RUN_ID = "wandb_run_id"  # in the run folder: the W&B run a resumed job continues
+
+
+def build(node: DictConfig, *args: Any, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate` with plain dicts and lists as arguments (so that hyperparameters saved in
+    checkpoints load with `weights_only=True`), raising the constructor's own error (its type and message name
+    the problem and the fix) rather than Hydra's wrapper around it."""
+    kwargs.setdefault("_convert_", "all")
+    try:
+        return instantiate(node, *args, **kwargs)
+    except InstantiationException as err:
+        cause = err
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if cause is err:
+            raise
+        raise cause from None
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every `_target_` entry of a config group (callbacks, loggers); None entries are skipped."""
     if not group:
         return []
-    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+    return [build(node) for node in group.values() if node is not None and "_target_" in node]
 
 
 def save_resolved_config(cfg: DictConfig, *dirs: str | Path) -> list[Path]:
@@ -49,8 +69,34 @@ def save_resolved_config(cfg: DictConfig, *dirs: str | Path) -> list[Path]:
     return written
 
 
+def upgrade_targets(node: Any) -> None:
+    """Rewrite in place every `_target_` that nas-bert renamed (`RENAMED_TARGETS`)."""
+    if isinstance(node, DictConfig):
+        if node.get("_target_") in RENAMED_TARGETS:
+            node._target_ = RENAMED_TARGETS[node._target_]
+        for key in node:
+            upgrade_targets(node._get_node(key))
+
+
+def upgrade_config(cfg: DictConfig) -> DictConfig:
+    """Rename in place the classes and `data` keys of a recipe saved by nas-bert 0.1 (`RENAMED_TARGETS`,
+    `RENAMED_KEYS`), so that old runs re-run."""
+    upgrade_targets(cfg)
+    data = cfg.get("data")
+    old = [key for key in RENAMED_KEYS if data is not None and key in data]
+    with open_dict(cfg):
+        for key in old:
+            if RENAMED_KEYS[key] in data:
+                raise ValueError(f"data.{key} and data.{RENAMED_KEYS[key]} are both set: keep data.{RENAMED_KEYS[key]}")
+            data[RENAMED_KEYS[key]] = data.pop(key)
+    if old:
+        log.warning("config from nas-bert 0.1: renamed %s", ", ".join(f"data.{k} -> data.{RENAMED_KEYS[k]}" for k in old))
+    return cfg
+
+
 def start_run(cfg: DictConfig) -> Path:
-    """Seed everything and write the recipe; returns the run's output folder."""
+    """Upgrade an old recipe, seed everything and write the recipe; returns the run's output folder."""
+    upgrade_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir, output_dir / "checkpoints")
@@ -65,14 +111,12 @@ def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
 
 
 def resumed_run_dir(cfg: DictConfig) -> Path | None:
-    """The run folder `ckpt_path` resumes: this run's for `last` / `hpc`, else the checkpoint's run folder
-    (checkpoints live in <run>/checkpoints/); None when not resuming."""
+    """The run folder `ckpt_path` resumes (None when not resuming): a checkpoint file's own run folder
+    (checkpoints live in <run>/checkpoints/), else (`last`, or any other value Lightning resolves) this run's."""
     ckpt = cfg.get("ckpt_path")
     if not ckpt:
         return None
-    if str(ckpt) in ("last", "hpc", "registry"):
-        return Path(cfg.paths.output_dir)
-    return Path(ckpt).resolve().parent.parent
+    return Path(ckpt).resolve().parent.parent if Path(ckpt).is_file() else Path(cfg.paths.output_dir)
 
 
 def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
@@ -84,11 +128,11 @@ def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
     for node in (cfg.get("logger") or {}).values():
         if node is None or "_target_" not in node:
             continue
-        if resume_id and str(node._target_).endswith("WandbLogger"):
-            loggers.append(instantiate(node, id=resume_id, resume="allow"))
+        if resume_id and issubclass(get_class(node._target_), WandbLogger):
+            loggers.append(build(node, id=resume_id, resume="allow"))
             log.info("resuming W&B run %s", resume_id)
         else:
-            loggers.append(instantiate(node))
+            loggers.append(build(node))
     return loggers
 
 
@@ -113,7 +157,7 @@ def accumulation_for(global_batch_size: int, per_device_batch_size: int, world_s
 def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
     callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks or [])
     loggers = instantiate_loggers(cfg)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if cfg.get("global_batch_size"):
         trainer.accumulate_grad_batches = accumulation_for(cfg.global_batch_size, cfg.data.batch_size,
                                                            trainer.world_size)

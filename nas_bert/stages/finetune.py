@@ -9,42 +9,52 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
-from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
-from nas_bert.stages.common import build_trainer, finish_loggers, start_run
+from nas_bert.data.glue import GlueDataModule, write_glue_submission
+from nas_bert.data.squad import SquadDataModule
+from nas_bert.stages.common import build, build_trainer, finish_loggers, start_run
 from nas_bert.stages.summary import record_result
-from nas_bert.teacher import resolve_model_path
+from nas_bert.teacher import FrozenTeacher, resolve_model_path
 
 log = logging.getLogger(__name__)
 
 
-def is_squad(datamodule: Any) -> bool:
-    return type(datamodule).__name__ == "SquadDataModule"
-
-
-def load_task_model(path: str, datamodule: Any, what: str, setting: str) -> torch.nn.Module:
-    """`AutoModelFor{SequenceClassification,QuestionAnswering}` from a directory or hub id.
-
-    A head of another shape (e.g. an MNLI checkpoint for RTE / STS-B) is re-initialised.
-    """
-    resolved = resolve_model_path(path, what, setting)
-    try:
-        if is_squad(datamodule):
-            return AutoModelForQuestionAnswering.from_pretrained(resolved)
+def task_head(datamodule: GlueDataModule | SquadDataModule) -> tuple[type, dict[str, Any]]:
+    """The Auto class of the task's model and its head arguments: sequence classification (label count, regression
+    or not) for GLUE, span extraction for SQuAD."""
+    if isinstance(datamodule, SquadDataModule):
+        return AutoModelForQuestionAnswering, {}
+    if isinstance(datamodule, GlueDataModule):
         task = datamodule.task
-        if setting == "finetune.teacher_path":  # a teacher must have been fine-tuned for this very task
-            labels = AutoConfig.from_pretrained(resolved).num_labels
-            if labels != task.num_labels:
-                raise ValueError(f"the fine-tuned teacher {path} has {labels} labels, task {task.name} has "
-                                 f"{task.num_labels}: set finetune.teacher_path to a teacher fine-tuned on "
-                                 f"{task.name}")
-        return AutoModelForSequenceClassification.from_pretrained(
-            resolved, num_labels=task.num_labels, ignore_mismatched_sizes=setting != "finetune.teacher_path",
-            problem_type="regression" if task.is_regression else "single_label_classification")
+        return AutoModelForSequenceClassification, {
+            "num_labels": task.num_labels,
+            "problem_type": "regression" if task.is_regression else "single_label_classification"}
+    raise TypeError(f"fine-tuning needs a GlueDataModule or a SquadDataModule as data, got {type(datamodule).__name__}")
+
+
+def load_task_model(path: str, datamodule: Any, setting: str) -> torch.nn.Module:
+    """The model to fine-tune from a directory or hub id; a head of another shape (e.g. an MNLI checkpoint for
+    RTE / STS-B) is re-initialised."""
+    auto_class, head = task_head(datamodule)
+    resolved = resolve_model_path(path, "model", setting)
+    try:  # from_pretrained returns the model in eval mode: fine-tuning trains it with dropout on
+        return auto_class.from_pretrained(resolved, ignore_mismatched_sizes=True, **head).train()
     except OSError as err:
-        raise ValueError(f"could not load the {what} from {path!r}: {err}") from None
+        raise ValueError(f"could not load the model from {path!r} ({setting}): {err}") from None
+
+
+def load_task_teacher(path: str, datamodule: Any) -> FrozenTeacher:
+    """The KD teacher: a model fine-tuned for this very task (its head is used as it is, never re-initialised)."""
+    auto_class, head = task_head(datamodule)
+    teacher = FrozenTeacher(path, loader=auto_class.from_pretrained, setting="finetune.teacher_path")
+    labels = getattr(teacher.config, "num_labels", None)
+    if "num_labels" in head and labels != head["num_labels"]:
+        raise ValueError(f"the fine-tuned teacher {path} has {labels} labels, task {datamodule.task.name} has "
+                         f"{head['num_labels']}: set finetune.teacher_path to a teacher fine-tuned on "
+                         f"{datamodule.task.name}")
+    return teacher
 
 
 def parameter_count(model: torch.nn.Module) -> int:
@@ -55,15 +65,15 @@ def parameter_count(model: torch.nn.Module) -> int:
 def run_finetune(cfg: DictConfig) -> dict[str, float]:
     output_dir = start_run(cfg)
     ft = cfg.finetune
-    datamodule = instantiate(cfg.data)
+    datamodule = build(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    if ft.get("predict_test") and not isinstance(datamodule, GlueDataModule):
+        raise ValueError("finetune.predict_test writes GLUE-server files: it applies to GLUE tasks only; set it false")
     setting = "finetune.init_from" if ft.init_from else "finetune.model_path"
-    model = load_task_model(ft.init_from or ft.model_path, datamodule, "model", setting)
-    teacher = (load_task_model(ft.teacher_path, datamodule, "fine-tuned teacher", "finetune.teacher_path")
-               if ft.get("teacher_path") else None)
-    extra = {} if is_squad(datamodule) else {"task": datamodule.task.name}  # eval names: the module's own
-    module = instantiate(cfg.model, model=model, teacher=teacher, **extra)
+    model = load_task_model(ft.init_from or ft.model_path, datamodule, setting)
+    teacher = load_task_teacher(ft.teacher_path, datamodule) if ft.get("teacher_path") else None
+    module = build(cfg.model, model=model, teacher=teacher)
     trainer = build_trainer(cfg)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -72,7 +82,7 @@ def run_finetune(cfg: DictConfig) -> dict[str, float]:
             for export_dir in (output_dir / "model", *([Path(ft.export_dir)] if ft.get("export_dir") else [])):
                 model.save_pretrained(export_dir)
                 datamodule.tokenizer.save_pretrained(export_dir)
-        if ft.get("predict_test") and not is_squad(datamodule) and datamodule.test_split_names:
+        if ft.get("predict_test") and datamodule.test_split_names:
             write_test_predictions(trainer, module, datamodule, output_dir / "glue_submission")
         result = {"model": model_name(cfg), "task": task_name(datamodule), "params": parameter_count(model),
                   "kd": teacher is not None, "final": final, "best": dict(module.best), "run": str(output_dir)}
@@ -95,14 +105,12 @@ def model_name(cfg: DictConfig) -> str:
     return path.parent.name if path.name == "model" else path.name
 
 
-def task_name(datamodule: Any) -> str:
-    return f"squad_v{datamodule.version}" if is_squad(datamodule) else datamodule.task.name
+def task_name(datamodule: GlueDataModule | SquadDataModule) -> str:
+    return f"squad_v{datamodule.version}" if isinstance(datamodule, SquadDataModule) else datamodule.task.name
 
 
 def write_test_predictions(trainer, module, datamodule, directory: Path) -> list[Path]:
     """GLUE-server prediction files for the test splits (one process: predictions are not gathered)."""
-    from nas_bert.data.glue import write_glue_submission
-
     if trainer.world_size > 1:
         log.warning("GLUE test predictions skipped: run them on one device (finetune.predict_test=true "
                     "trainer.devices=1 ckpt_path=<run>/checkpoints/last.ckpt)")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from nas_bert.stages.common import build_trainer, finish_loggers, start_run
+from nas_bert.stages.common import build, build_trainer, finish_loggers, start_run
 
 
 def prepare(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None,
@@ -19,7 +18,7 @@ def prepare(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None,
 
 def prepare_module_and_data(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule]:
     start_run(cfg)
-    return instantiate(cfg.model), instantiate(cfg.data)
+    return build(cfg.model), build(cfg.data)
 
 
 def run_fit(cfg: DictConfig) -> dict[str, float]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -60,9 +61,24 @@ def run_step(step: Step, root: Path, log_dir: Path) -> bool:
     return True
 
 
+def debug_choice() -> str | None:
+    """The `debug=<name>` the pipeline itself runs under, if any (every step then runs under it too)."""
+    return HydraConfig.get().runtime.choices.get("debug") if HydraConfig.initialized() else None
+
+
+def step_settings(cfg: DictConfig) -> DictConfig:
+    """`cfg.pipeline`, for a debug run with `debug=<name>` added to every step and without the step sizes
+    (`pretrain`, `finetune`), which would override the debug sizes."""
+    p = cfg.pipeline.copy()
+    debug = debug_choice()
+    if debug:
+        p.common, p.pretrain, p.finetune = [*p.common, f"debug={debug}"], [], []
+    return p
+
+
 def search_step(cfg: DictConfig, out: Path) -> Step:
     p = cfg.pipeline
-    return Step("search", "search.py", (f"hydra.run.dir={out / 'search'}", *p.common, *p.search),
+    return Step("search", "search.py", (f"hydra.run.dir={out / 'search'}", "latest_link=null", *p.common, *p.search),
                 out / "search" / "candidates.csv")  # written after every architecture
 
 
@@ -166,6 +182,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, float]:
     root = Path(cfg.paths.root_dir)
     logs = out / "logs"
     OmegaConf.save(cfg, out / "pipeline.yaml", resolve=True)
+    cfg = cfg.copy()
+    cfg.pipeline = step_settings(cfg)
     p = cfg.pipeline
 
     run_step(search_step(cfg, out), root, logs)

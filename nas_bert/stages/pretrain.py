@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 import logging
 import re
+from functools import partial
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from nas_bert.arch import Arch
 from nas_bert.distill.masking import TokenMasker
-from nas_bert.distill.mlm_teacher import prepare_mlm_teacher
+from nas_bert.distill.mlm_head import EncoderWithMLMHead, MissingMLMHead, fit_mlm_head, load_masked_lm
+from nas_bert.encoder import encoder_params
 from nas_bert.inherit import inherit_from_supernet, load_supernet_checkpoint
 from nas_bert.modeling.students import (
     build_student,
@@ -23,10 +24,8 @@ from nas_bert.modeling.students import (
     searched_arch_file,
     uniform_arch,
 )
-from nas_bert.stages.common import build_trainer, finish_loggers, start_run
-from nas_bert.student import encoder_params
-from nas_bert.teacher import resolve_model_path
-from nas_bert.utils.batch import first_batches
+from nas_bert.stages.common import build, build_trainer, finish_loggers, start_run
+from nas_bert.teacher import FrozenTeacher, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ def searched_arch(cfg: DictConfig) -> tuple[Arch, Path]:
     student = cfg.student
     path = Path(student.arch_file) if student.get("arch_file") else searched_arch_file(student.search_run,
                                                                                          student.budget)
-    return load_searched_arch(path, instantiate(cfg.space) if cfg.get("space") else None), path
+    return load_searched_arch(path, build(cfg.space) if cfg.get("space") else None), path
 
 
 def student_arch(cfg: DictConfig, vocab_size: int) -> Arch:
@@ -85,22 +84,41 @@ def supernet_checkpoint(cfg: DictConfig) -> Path | None:
     return path
 
 
+def mlm_teacher(cfg: DictConfig, datamodule, masker: TokenMasker) -> tuple[FrozenTeacher, dict]:
+    """The frozen masked-LM teacher: the checkpoint's own MLM head, the cached fitted one, or one fitted now
+    (also when `mlm_head.refit`); returns it and a report of which."""
+    head, name = cfg.mlm_head, cfg.teacher.name_or_path
+    head_dir = Path(head.dir) / re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[-80:]
+    build = partial(FrozenTeacher, name, tokenizer=cfg.teacher.tokenizer,
+                    loader=partial(load_masked_lm, head_dir=str(head_dir)))
+
+    def fit() -> dict:
+        return fit_mlm_head(name, head_dir, masker, datamodule.train_dataset, datamodule.val_dataset,
+                            steps=head.fit_steps, batch_size=head.batch_size, fit_batches=head.fit_batches,
+                            eval_batches=head.eval_batches, lr=head.lr, accelerator=cfg.trainer.accelerator)
+
+    report = fit() if head.get("refit") else None
+    try:
+        teacher = build()
+    except MissingMLMHead:
+        report = fit()
+        teacher = build()
+    if not isinstance(teacher.model, EncoderWithMLMHead):
+        return teacher, {"mlm_head": "own"}
+    return teacher, report or {"mlm_head": "cached", "path": str(head_dir)}
+
+
 def run_pretrain(cfg: DictConfig) -> dict[str, float]:
     output_dir = start_run(cfg)
-    datamodule = instantiate(cfg.data)
+    datamodule = build(cfg.data)
     tokenizer = datamodule.tokenizer
     check_tokenizer(tokenizer, cfg.teacher.name_or_path)
     arch = student_arch(cfg, len(tokenizer))
     inherit_from = supernet_checkpoint(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    head = cfg.mlm_head
-    head_dir = Path(head.dir) / re.sub(r"[^A-Za-z0-9]+", "-", cfg.teacher.name_or_path).strip("-")[-80:]
-    teacher, report = prepare_mlm_teacher(
-        cfg.teacher.name_or_path, tokenizer, head_dir,
-        fit_batches=first_batches(datamodule.train_dataset, head.batch_size, head.fit_batches),
-        eval_batches=first_batches(datamodule.val_dataset, head.batch_size, head.eval_batches),
-        fit_steps=head.fit_steps, lr=head.lr)
+    masker = TokenMasker.for_tokenizer(tokenizer, cfg.mlm_probability, seed=cfg.seed)
+    teacher, report = mlm_teacher(cfg, datamodule, masker)
     (output_dir / "mlm_head.json").write_text(json.dumps(report, indent=2))
 
     s = cfg.student
@@ -109,11 +127,10 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
     init = {"init": "scratch"}
     if inherit_from is not None:
         init = {"init": "supernet", "checkpoint": str(inherit_from),
-                **inherit_from_supernet(student, load_supernet_checkpoint(inherit_from), teacher)}
+                **inherit_from_supernet(student, load_supernet_checkpoint(inherit_from), teacher.model)}
     (output_dir / "student_init.json").write_text(json.dumps(init, indent=2))
-    masker = TokenMasker.for_tokenizer(tokenizer, cfg.mlm_probability, seed=cfg.seed)
     # objects passed to the partial, not to instantiate: Hydra would turn the masker dataclass into a config
-    module = instantiate(cfg.model, _partial_=True)(student=student, teacher=teacher, masker=masker)
+    module = build(cfg.model, _partial_=True)(student=student, teacher=teacher, masker=masker)
     trainer = build_trainer(cfg)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.table import Table
 
@@ -37,7 +36,7 @@ from nas_bert.search.report import (
 )
 from nas_bert.search.shrinking import read_alive
 from nas_bert.space import SearchSpace
-from nas_bert.stages.common import build_trainer, finish_loggers
+from nas_bert.stages.common import build, build_trainer, finish_loggers
 from nas_bert.stages.fit import prepare_module_and_data
 from nas_bert.utils import wide_console
 from nas_bert.utils.batch import first_batches
@@ -79,7 +78,7 @@ def latency_table_for(cfg: DictConfig, space: SearchSpace, vocab: VocabSpec) -> 
 
 
 def vocab_of(model) -> VocabSpec:
-    config = model.teacher.model.config
+    config = model.teacher.config
     return VocabSpec(config.vocab_size, getattr(config, "max_position_embeddings", 512),
                      getattr(config, "type_vocab_size", 2))
 
@@ -97,7 +96,7 @@ def load_supernet(model, run_dir: Path) -> Path:
 
 def train_supernet(cfg: DictConfig, model, datamodule, table: LatencyTable, output_dir: Path):
     """Supernet training with progressive shrinking; returns the trainer."""
-    shrinking = instantiate(cfg.search.shrinking, candidate_latency=candidate_latency(model.space, table),
+    shrinking = build(cfg.search.shrinking, candidate_latency=candidate_latency(model.space, table),
                             state_file=str(output_dir / SHRINKING_STATE))
     trainer = build_trainer(cfg, [shrinking])
     start = {}
@@ -124,7 +123,7 @@ def select_architectures(cfg: DictConfig, model, datamodule, table: LatencyTable
     vocab = vocab_of(model)
     blocks = block_tables(space, alive, losses, table, sel.flops_seq_len)
     coupling = coupling_costs(space, table, vocab, sel.flops_seq_len)
-    teacher_params = sum(p.numel() for p in model.teacher.parameters())
+    teacher_params = model.teacher.num_parameters()
     budgets = budgets_from_config(sel.budgets, teacher_params)
     selections, errors = select_feasible(blocks, coupling, budgets, k=sel.top_t)
     results = [BudgetResult(b, rerank(model, space, selections[b.name], states, masks),
@@ -146,10 +145,10 @@ def select_architectures(cfg: DictConfig, model, datamodule, table: LatencyTable
     return results
 
 
-def link_latest(output_dir: Path) -> None:
-    """`<runs dir>/../latest` -> this run, so the next stage finds it without a date in the path."""
-    link = output_dir.parent.parent / "latest"
-    tmp = link.with_name(".latest.tmp")
+def link_latest(output_dir: Path, link: Path) -> None:
+    """`link` (`latest_link`, e.g. outputs/search/latest) -> this run: the next stage finds it without a date."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.tmp")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(output_dir.resolve(), target_is_directory=True)
     tmp.replace(link)  # atomic
@@ -173,9 +172,10 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     try:
         if trainer.is_global_zero:
-            link_latest(output_dir)
             results = select_architectures(cfg, model, datamodule, table, run_dir, output_dir, trainer.loggers)
             metrics.update({f"search/{r.budget.name}/model_loss": r.best.model_loss for r in results})
+            if results and cfg.get("latest_link"):  # only a run that wrote every architecture becomes `latest`
+                link_latest(output_dir, Path(cfg.latest_link))
     finally:
         finish_loggers(trainer)
     return metrics

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -40,6 +42,16 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Leaves the torch / CUDA / numpy / python RNG states as they were, also when the body raises."""
+    states = collect_rng_states()
+    try:
+        yield
+    finally:
+        set_rng_states(states)
+
+
 class RngStates(L.Callback):
     """Saves the torch / CUDA / numpy / python RNG states with each checkpoint and restores them on resume."""
 
@@ -56,19 +68,31 @@ class RestoreLoaderState(L.Callback):
     `estimated_stepping_batches` builds the loader before the checkpoint's loop state is restored; the fit
     loop then keeps that loader and iterator and never loads the saved position into them. At train start
     (after the restore, before the first batch is fetched) this does it. A checkpoint written on the last
-    batch of an epoch resumes at the next epoch, which starts from its beginning instead. A no-op when
-    nothing is pending.
+    batch of an epoch resumes at the next epoch, which starts from its beginning: whatever position was
+    loaded (by this callback or by Lightning) is forgotten there. A no-op on a fresh start.
     """
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loop = trainer.fit_loop
-        pending = getattr(loop, "_combined_loader_states_to_load", None)
-        if not pending or loop._combined_loader is None:
+        if loop._combined_loader is None:
             return
-        loop._combined_loader_states_to_load = []
-        if loop.epoch_loop.batch_progress.current.ready < trainer.num_training_batches:
+        pending, loop._combined_loader_states_to_load = loop._combined_loader_states_to_load, []
+        epoch_done = loop.epoch_loop.batch_progress.current.ready >= trainer.num_training_batches
+        if pending and not epoch_done:
             loop._combined_loader._load_state_dicts(pending)  # mid-epoch: continue where it stopped
-        else:
+        elif loop.restarting and epoch_done:
             for loader in loop._combined_loader.flattened:  # the saved epoch was complete: a new one
+                forget_position(loader)
                 _set_sampler_epoch(loader, trainer.current_epoch)
+        else:
+            return
         iter(loop._data_fetcher)  # a new iterator, from that position
+
+
+def forget_position(loader: Any) -> None:
+    """Make the next iterator of a loader start at the beginning of its sampler's epoch."""
+    if hasattr(loader, "next_iter_state"):  # a StatefulDataLoader holding a loaded position
+        loader.next_iter_state = None
+    restart = getattr(getattr(loader, "sampler", None), "restart", None)
+    if callable(restart):
+        restart()

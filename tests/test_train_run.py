@@ -1,0 +1,152 @@
+"""The training stages in process (what `python train.py` calls) on a tiny teacher: pre-training KD of a searched
+architecture and of its equal-size baseline, `stage=fit`, GLUE / SQuAD fine-tuning with KD, and their errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers.runs import GLUE, SQUAD, TINY_BUDGETS, run_stage, tiny
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from nas_bert.arch import Arch
+from nas_bert.encoder import encoder_params
+from nas_bert.modeling.students import build_student, uniform_arch
+from nas_bert.stages.finetune import run_finetune
+from nas_bert.stages.fit import run_fit
+from nas_bert.stages.pretrain import run_pretrain
+from nas_bert.stages.search import run_search
+
+pytestmark = pytest.mark.slow  # whole stages, end to end
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory, tiny_teacher_dir, cache_dir) -> Path:
+    """A tiny search (outputs/search/latest) for the pre-training runs to read."""
+    root = tmp_path_factory.mktemp("outputs")
+    run_stage(run_search, "search", root / "search" / "runs" / "a", *tiny(tiny_teacher_dir, cache_dir, TINY_BUDGETS),
+              log_dir=root)
+    return root
+
+
+def pretrain(outputs: Path, name: str, teacher: Path, cache: Path, *overrides: str) -> Path:
+    run = outputs / "train" / "runs" / name
+    run_stage(run_pretrain, "train", run, *tiny(teacher, cache, "student.budget=debug_40pct",
+                                                "student.max_positions=128", *overrides), log_dir=outputs)
+    return run
+
+
+@pytest.fixture(scope="module")
+def student(outputs, tiny_teacher_dir, cache_dir) -> Path:
+    """Stage 3 on stage 2's output (`student.search_run` = outputs/search/latest), with ONNX export and W&B; the
+    teacher's MLM head is fitted anew (and cached for the runs after it)."""
+    return pretrain(outputs, "student", tiny_teacher_dir, cache_dir, "export_onnx=true", "logger=default",
+                    "mlm_head.refit=true")
+
+
+def test_pretraining_exports_a_model_that_loads_with_from_pretrained(outputs, student):
+    run = student
+    assert json.loads((run / "mlm_head.json").read_text())["mlm_head"] == "fitted"  # the tiny teacher has none
+    assert (run / "model" / "model.onnx").is_file() and list((run / "wandb").glob("offline-run-*"))
+    model = AutoModelForMaskedLM.from_pretrained(run / "model")
+    tokenizer = AutoTokenizer.from_pretrained(run / "model")
+    arch = Arch.load(outputs / "search" / "latest" / "architectures" / "debug_40pct.yaml")
+    assert sum(p.numel() for p in model.nas_bert.parameters()) == encoder_params(arch, 30522, 128) == arch.meta["params"]
+    assert model(**tokenizer(["a compressed model"], return_tensors="pt")).logits.shape[-1] == len(tokenizer)
+
+
+def test_inheriting_the_supernet_with_the_hidden_state_term(outputs, student, tiny_teacher_dir, cache_dir):
+    run = pretrain(outputs, "inherit", tiny_teacher_dir, cache_dir, "student.init=supernet",
+                   "model.intermediate.hidden_weight=1.0", "model.intermediate.minilm_weight=1.0")
+    assert json.loads((run / "mlm_head.json").read_text())["mlm_head"] == "cached"
+    init = json.loads((run / "student_init.json").read_text())
+    arch = Arch.load(outputs / "search" / "latest" / "architectures" / "debug_40pct.yaml")
+    assert init["init"] == "supernet" and init["ops"] == sum(b.depth for b in arch.blocks)
+    assert Path(init["checkpoint"]).resolve() == (outputs / "search" / "runs" / "a" / "checkpoints" / "last.ckpt").resolve()
+    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    assert any(r.get("train/hidden_mse") for r in rows) and any(r.get("train/minilm_attention") for r in rows)
+
+
+def test_equal_size_baseline_pretrains_with_the_same_recipe(outputs, tiny_teacher_dir, cache_dir):
+    run = pretrain(outputs, "baseline", tiny_teacher_dir, cache_dir, "student.baseline={layers: 2, hidden: null}")
+    config = json.loads((run / "model" / "config.json").read_text())
+    target = Arch.load(outputs / "search" / "latest" / "architectures" / "debug_40pct.yaml").meta["params"]
+    ours = encoder_params(Arch.from_dict(config["arch"]), 30522, 128)
+    assert config["layers"] == [f"{op}_{config['hidden_size']}" for op in ("mha", "ffn")] * 2
+    for other in (config["hidden_size"] - 8, config["hidden_size"] + 8):  # the closest width (head_dim 8)
+        alt = encoder_params(Arch.from_dict({"blocks": [{"hidden": other, "ops": ["mha", "ffn"] * 2}]}), 30522, 128)
+        assert abs(ours - target) <= abs(alt - target)
+
+
+def test_a_missing_architecture_or_budget_names_the_fix(outputs, tiny_teacher_dir, cache_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="python search.py"):
+        pretrain(tmp_path, "x", tiny_teacher_dir, cache_dir, "student.arch_file=/no/arch.yaml")
+    with pytest.raises(FileNotFoundError, match="budget 'nope'.*debug_40pct, debug_90pct"):
+        pretrain(outputs, "y", tiny_teacher_dir, cache_dir, "student.budget=nope")
+    with pytest.raises(ValueError, match="student.init"):
+        pretrain(outputs, "z", tiny_teacher_dir, cache_dir, "student.init=pretrained")
+
+
+def test_stage_fit_fits_the_configured_module(tmp_path, tiny_teacher_dir, cache_dir):
+    run = tmp_path / "fit"
+    run_stage(run_fit, "train", run, *tiny(tiny_teacher_dir, cache_dir), "stage=fit", "model=supernet",
+              "callbacks=supernet")
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert yaml.safe_load((run / "config.yaml").read_text())["stage"] == "fit"
+
+
+def finetune(root: Path, name: str, teacher: Path, cache: Path, *overrides: str) -> dict:
+    run = root / "finetune" / "runs" / name
+    run_stage(run_finetune, "train", run, *tiny(teacher, cache, *overrides), log_dir=root)
+    return json.loads((run / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def glue_teacher(tmp_path_factory, tiny_teacher_dir, cache_dir) -> Path:
+    """The teacher fine-tuned on RTE (GLUE-server predictions on), kept where glue_students looks for it."""
+    root = tmp_path_factory.mktemp("glue")
+    finetune(root, "teacher_rte", tiny_teacher_dir, cache_dir, "experiment=glue_teacher", "data/glue=local",
+             f"data.data_dir={GLUE}", "data.task=rte", "finetune.predict_test=true", "logger=default")
+    return root
+
+
+def test_teacher_fine_tuning_exports_it_and_writes_glue_server_files(glue_teacher):
+    assert (glue_teacher / "finetune" / "teachers" / "rte" / "model" / "config.json").is_file()
+    run = glue_teacher / "finetune" / "runs" / "teacher_rte"
+    assert (run / "glue_submission" / "RTE.tsv").read_text().startswith("index\tprediction\n")
+    assert list((run / "wandb").glob("offline-run-*"))
+
+
+def test_students_with_kd_fill_the_summary(glue_teacher, tiny_teacher_dir, cache_dir):
+    student_dir = glue_teacher / "nas-bert-1m" / "model"
+    build_student(uniform_arch(2, 32, 1), vocab_size=30522, max_positions=128, head_dim=16).save_pretrained(student_dir)
+    result = finetune(glue_teacher, "student_rte", tiny_teacher_dir, cache_dir, "experiment=glue_students",
+                      "data/glue=local", f"data.data_dir={GLUE}", "data.task=rte", f"finetune.model_path={student_dir}")
+    assert result["model"] == "nas-bert-1m" and result["kd"] and result["params"] < 1.2e6
+    assert "glue/rte/label_loyalty" in result["best"]
+    summary = (glue_teacher / "finetune" / "summary.md").read_text().splitlines()
+    assert summary[0].split(" | ")[:4] == ["| model", "params (M)", "rte", "GLUE avg"] and len(summary) == 4
+
+
+def test_a_teacher_of_another_task_and_an_unknown_task_are_refused(glue_teacher, tiny_teacher_dir, cache_dir):
+    teacher = glue_teacher / "finetune" / "teachers" / "rte" / "model"
+    glue = ("experiment=finetune_glue", "data/glue=local", f"data.data_dir={GLUE}")
+    with pytest.raises(ValueError, match="2 labels, task mnli has 3"):
+        finetune(glue_teacher, "wrong", tiny_teacher_dir, cache_dir, *glue, "data.task=mnli",
+                 f"finetune.teacher_path={teacher}")
+    with pytest.raises(ValueError, match="'qqq'"):
+        finetune(glue_teacher, "unknown", tiny_teacher_dir, cache_dir, *glue, "data.task=qqq")
+
+
+def test_squad_fine_tuning_with_kd_joins_the_summary(glue_teacher, tiny_teacher_dir, cache_dir):
+    squad = ("experiment=finetune_squad", "data/squad=local_dev_split", f"data.validation_file={SQUAD}",
+             "data.max_seq_length=96", "data.doc_stride=32")
+    finetune(glue_teacher, "teacher_squad", tiny_teacher_dir, cache_dir, *squad)
+    teacher = glue_teacher / "finetune" / "runs" / "teacher_squad" / "model"
+    result = finetune(glue_teacher, "student_squad", tiny_teacher_dir, cache_dir, *squad,
+                      f"finetune.teacher_path={teacher}", "finetune.model_name=student")
+    assert result["task"] == "squad_v1.1" and result["kd"] and "squad/f1_loyalty" in result["best"]
+    assert "squad_v1.1" in (glue_teacher / "finetune" / "summary.md").read_text().splitlines()[0]
