@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from functools import partial
 from pathlib import Path
 
@@ -124,9 +125,27 @@ def test_logits_are_taken_at_masked_positions_only():
         assert len(states) == len(full.hidden_states)
 
 
+def test_the_module_pickles_with_its_teacher_as_a_recipe(mlm_teacher):
+    """What ddp_spawn does to the module: the copy's teacher is reloaded from its path, and it computes the same."""
+    student = build_student(uniform_arch(2, 32, 1), vocab_size=30522, max_positions=128, head_dim=16).eval()
+    module = PretrainDistillation(student, mlm_teacher, optimizer=partial(torch.optim.AdamW, lr=1e-3),
+                                  intermediate={"hidden_weight": 1.0, "minilm_weight": 1.0})
+    copy = pickle.loads(pickle.dumps(module))
+    assert copy.teacher.model is not mlm_teacher.model and copy.teacher.name_or_path == mlm_teacher.name_or_path
+    ids = torch.randint(1000, 2000, (2, 16))
+    labels = torch.full_like(ids, -100)
+    labels[:, 3:6] = ids[:, 3:6]
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    expected = module.losses(batch)
+    got = copy.losses(batch)
+    assert expected.keys() == got.keys() >= {"hidden_mse", "minilm_attention", "kd"}
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, msg=key)
+
+
 @pytest.mark.slow
 def test_two_process_ddp_trains_identical_students(tiny_teacher_dir, mlm_teacher, cache_dir, tmp_path):
-    """ddp_spawn: the frozen teacher travels as its recipe outside DDP, intermediate terms work, ranks stay in sync."""
+    """2 processes: the frozen teacher stays outside DDP, intermediate terms work, the ranks end in sync."""
     student = build_student(uniform_arch(2, 32, 1), vocab_size=30522, max_positions=128, head_dim=16)
     data = CorpusDataModule(tokenizer=str(tiny_teacher_dir), train_files=str(SAMPLE), validation_files=str(SAMPLE),
                             max_seq_length=32, batch_size=4, cache_dir=str(cache_dir), max_train_samples=16,
@@ -134,12 +153,25 @@ def test_two_process_ddp_trains_identical_students(tiny_teacher_dir, mlm_teacher
     module = PretrainDistillation(student, mlm_teacher, optimizer=partial(torch.optim.AdamW, lr=1e-3),
                                   intermediate={"hidden_weight": 1.0, "minilm_weight": 1.0},
                                   masker=TokenMasker.for_tokenizer(data.tokenizer))
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=3, logger=False,
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_fork", max_steps=3, logger=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
-                        num_sanity_val_steps=0, default_root_dir=tmp_path, callbacks=[L.pytorch.callbacks.ModelCheckpoint(
-                            dirpath=tmp_path / "ckpt", save_last=True)])
+                        num_sanity_val_steps=0, default_root_dir=tmp_path, callbacks=[
+                            SaveWeights(tmp_path), L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt",
+                                                                                       save_last=True)])
     trainer.fit(module, datamodule=data)
     assert {"train/hidden_mse", "train/minilm_attention", "val/loss"} <= set(trainer.callback_metrics)
     state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]
     assert state and not any(k.startswith("teacher") for k in state)  # the teacher is never checkpointed
     assert any(k.startswith("intermediate.projections") for k in state)
+    ranks = [torch.load(tmp_path / f"weights_rank{r}.pt") for r in (0, 1)]
+    for key, value in ranks[0].items():
+        torch.testing.assert_close(ranks[1][key], value, rtol=0, atol=0, msg=key)  # identical on both ranks
+        assert torch.equal(value, state[key])
+
+
+class SaveWeights(L.Callback):
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save(pl_module.state_dict(), self.out / f"weights_rank{trainer.global_rank}.pt")
