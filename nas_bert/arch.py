@@ -17,7 +17,6 @@ import yaml
 
 MHA, FFN, IDENTITY = "mha", "ffn", "identity"
 SEPCONV_PREFIX = "sepconv"
-KNOWN_OPS = (MHA, FFN, "sepconv3", "sepconv5", "sepconv7", IDENTITY)
 
 
 class ArchitectureError(ValueError):

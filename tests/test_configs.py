@@ -15,7 +15,8 @@ from nas_bert.data import CorpusDataModule
 from nas_bert.data.glue import GlueDataModule
 from nas_bert.data.squad import SquadDataModule
 from nas_bert.space import SearchSpace
-from nas_bert.stages.common import accumulation_for, build, instantiate_group, upgrade_config
+from nas_bert.stages.common import accumulation_for, build, instantiate_group
+from nas_bert.stages.upgrade import upgrade_config
 from nas_bert.teacher import FrozenTeacher, TeacherError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,6 @@ from nas_bert.search.latency import (
     load_or_measure,
     measure_latency_table,
     predict_latency,
-    predict_latency_indices,
     projection_latency_matrix,
     time_calls,
 )
@@ -208,14 +207,6 @@ def test_predict_latency_equals_vectorised_composition(wide_table: LatencyTable,
     expected += sum(proj[a, b] for a, b in itertools.pairwise(widths))
     expected += sum(cand[wide_space.index_of(b)] for b in arch.blocks)
     assert predict_latency(arch, wide_table, wide_space) == pytest.approx(expected, rel=1e-12)
-
-
-def test_predict_latency_indices_matches_predict_latency(wide_table: LatencyTable, wide_space: SearchSpace) -> None:
-    rng = np.random.default_rng(0)
-    archs = [_random_arch(wide_space, rng) for _ in range(20)]
-    indices = np.array([[wide_space.index_of(b) for b in a.blocks] for a in archs])  # (M, N)
-    np.testing.assert_allclose(predict_latency_indices(wide_space, wide_table, indices),
-                               [predict_latency(a, wide_table, wide_space) for a in archs], rtol=1e-12)
 
 
 def test_identity_slots_cost_nothing_and_projections_count(table: LatencyTable, tiny_space: SearchSpace) -> None:

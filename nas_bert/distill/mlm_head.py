@@ -162,33 +162,32 @@ def fit_mlm_head(name_or_path: str, head_dir: str | Path, masker: TokenMasker, t
     """Fit a head on `name_or_path`'s frozen encoder and save it to `head_dir`; returns what was done.
 
     Trains `steps` AdamW steps, cycling over the first `fit_batches` batches of `train`, and reports the MLM
-    loss on the first `eval_batches` batches of `validation` before and after.
+    loss on the first `eval_batches` batches of `validation` before and after. The run's own random streams
+    (its student's initialisation, dropout) are left as they were.
     """
-    with preserved_rng():  # the run's own random draws (student initialisation, dropout) stay as without fitting
-        return _fit(name_or_path, head_dir, masker, train, validation, steps, batch_size, fit_batches, eval_batches,
-                    lr, accelerator)
-
-
-def _fit(name_or_path: str, head_dir: str | Path, masker: TokenMasker, train: Dataset, validation: Dataset,
-         steps: int, batch_size: int, fit_batches: int, eval_batches: int, lr: float, accelerator: str
-         ) -> dict[str, Any]:
-    encoder = FrozenTeacher(name_or_path)
-    if masker.vocab_size != encoder.model.get_input_embeddings().weight.shape[0]:
-        raise ValueError(f"the tokenizer has {masker.vocab_size} tokens but {name_or_path}'s word embeddings have "
-                         f"{encoder.model.get_input_embeddings().weight.shape[0]} rows; use the teacher's tokenizer")
-    torch.manual_seed(masker.seed)
-    head = TeacherMLMHead.from_encoder(encoder.model)
-    module = MLMHeadFitting(encoder, head, masker, lr)
-    first = lambda data, count: DataLoader(Subset(data, range(min(len(data), count * batch_size))),  # noqa: E731
-                                           batch_size=batch_size)
-    train_loader, val_loader = first(train, fit_batches), first(validation, eval_batches)
-    trainer = L.Trainer(accelerator=accelerator, devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
-    before = trainer.validate(module, val_loader, verbose=False)[0]["mlm_head/val_loss"]
-    trainer.fit(module, train_loader)
-    after = trainer.validate(module, val_loader, verbose=False)[0]["mlm_head/val_loss"]
+    with preserved_rng():
+        encoder = FrozenTeacher(name_or_path)
+        rows = encoder.model.get_input_embeddings().weight.shape[0]
+        if masker.vocab_size != rows:
+            raise ValueError(f"the tokenizer has {masker.vocab_size} tokens but {name_or_path}'s word embeddings have "
+                             f"{rows} rows; use the teacher's tokenizer")
+        torch.manual_seed(masker.seed)
+        head = TeacherMLMHead.from_encoder(encoder.model)
+        module = MLMHeadFitting(encoder, head, masker, lr)
+        train_loader, val_loader = first(train, fit_batches, batch_size), first(validation, eval_batches, batch_size)
+        trainer = L.Trainer(accelerator=accelerator, devices=1, max_steps=steps, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            num_sanity_val_steps=0)
+        before = trainer.validate(module, val_loader, verbose=False)[0]["mlm_head/val_loss"]
+        trainer.fit(module, train_loader)
+        after = trainer.validate(module, val_loader, verbose=False)[0]["mlm_head/val_loss"]
     head.save(head_dir)
     log.info("fitted an MLM head on %s: held-out MLM loss %.3f -> %.3f (%d steps); saved %s",
              name_or_path, before, after, steps, head_dir)
     return {"mlm_head": "fitted", "path": str(head_dir), "heldout_mlm_before": before, "heldout_mlm_after": after,
             "steps": steps}
+
+
+def first(data: Dataset, batches: int, batch_size: int) -> DataLoader:
+    """A loader over the first `batches` batches of `data`, in order."""
+    return DataLoader(Subset(data, range(min(len(data), batches * batch_size))), batch_size=batch_size)

@@ -242,14 +242,6 @@ def load_pretrained(model_dir: str | Path, task: str | None = None) -> NasBertPr
     return auto_cls.from_pretrained(model_dir).eval()
 
 
-def export_onnx_from_pretrained(model_dir: str | Path, path: str | Path | None = None,
-                                task: str | None = None, opset: int = DEFAULT_OPSET, seq_len: int = 128,
-                                dynamo: bool = True) -> Path:
-    """Export a `save_pretrained` directory; `path` defaults to `<model_dir>/model.onnx`."""
-    model = load_pretrained(model_dir, task)
-    return export_onnx(model, path or Path(model_dir) / "model.onnx", opset, seq_len, dynamo)
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m nas_bert.modeling.onnx_export",
                                      description=__doc__.split("\n")[0])

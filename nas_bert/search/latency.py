@@ -479,19 +479,6 @@ def embedding_latency(space: SearchSpace, table: LatencyTable) -> np.ndarray:
     return np.array([_lookup(table.embeddings, str(h), "embedding size") for h in space.hidden_sizes])
 
 
-def predict_latency_indices(space: SearchSpace, table: LatencyTable, indices: np.ndarray) -> np.ndarray:
-    """Seconds of many architectures given as candidate indices, shape (M, num_blocks) -> (M,).
-
-    The embedding size is each architecture's block-0 width (the `Arch.embed` default).
-    """
-    indices = np.atleast_2d(indices)  # (M, N)
-    hidden_index = np.searchsorted(space.hidden_sizes, space.candidate_hidden[indices])  # (M, N)
-    total = embedding_latency(space, table)[hidden_index[:, 0]]  # (M,)
-    total = total + candidate_latency(space, table)[indices].sum(axis=1)
-    proj = projection_latency_matrix(space, table)  # (H, H)
-    return total + proj[hidden_index[:, :-1], hidden_index[:, 1:]].sum(axis=1)
-
-
 def predict_latency(arch: Arch, table: LatencyTable, space: SearchSpace) -> float:
     """Seconds of `StudentEncoder(arch)`: embeddings + projections + every block's ops."""
     space.validate(arch)

@@ -11,14 +11,13 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
+
+from nas_bert.stages.upgrade import upgrade_config
 
 log = logging.getLogger(__name__)
 
 RESOLVED_CONFIG = "config.yaml"
-RENAMED_KEYS = {  # nas-bert 0.1 -> 0.2: one name per idea in every DataModule
-    "seq_len": "max_seq_length", "max_train_sequences": "max_train_samples", "max_val_sequences": "max_eval_samples"}
-RENAMED_TARGETS = {"nas_bert.teacher.Teacher": "nas_bert.teacher.FrozenTeacher"}  # nas-bert 0.1 -> 0.2
 WANDB_RUN_ID = "wandb_run_id"  # in the run folder: the W&B run a resumed job continues
 
 
@@ -69,33 +68,8 @@ def save_resolved_config(cfg: DictConfig, *dirs: str | Path) -> list[Path]:
     return written
 
 
-def upgrade_targets(node: Any) -> None:
-    """Rewrite in place every `_target_` that nas-bert renamed (`RENAMED_TARGETS`)."""
-    if isinstance(node, DictConfig):
-        if node.get("_target_") in RENAMED_TARGETS:
-            node._target_ = RENAMED_TARGETS[node._target_]
-        for key in node:
-            upgrade_targets(node._get_node(key))
-
-
-def upgrade_config(cfg: DictConfig) -> DictConfig:
-    """Rename in place the classes and `data` keys of a recipe saved by nas-bert 0.1 (`RENAMED_TARGETS`,
-    `RENAMED_KEYS`), so that old runs re-run."""
-    upgrade_targets(cfg)
-    data = cfg.get("data")
-    old = [key for key in RENAMED_KEYS if data is not None and key in data]
-    with open_dict(cfg):
-        for key in old:
-            if RENAMED_KEYS[key] in data:
-                raise ValueError(f"data.{key} and data.{RENAMED_KEYS[key]} are both set: keep data.{RENAMED_KEYS[key]}")
-            data[RENAMED_KEYS[key]] = data.pop(key)
-    if old:
-        log.warning("config from nas-bert 0.1: renamed %s", ", ".join(f"data.{k} -> data.{RENAMED_KEYS[k]}" for k in old))
-    return cfg
-
-
 def start_run(cfg: DictConfig) -> Path:
-    """Upgrade an old recipe, seed everything and write the recipe; returns the run's output folder."""
+    """Upgrade a recipe of an older nas-bert, seed everything and write the recipe; returns the run's folder."""
     upgrade_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)

@@ -89,8 +89,8 @@ def mlm_teacher(cfg: DictConfig, datamodule, masker: TokenMasker) -> tuple[Froze
     (also when `mlm_head.refit`); returns it and a report of which."""
     head, name = cfg.mlm_head, cfg.teacher.name_or_path
     head_dir = Path(head.dir) / re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[-80:]
-    build = partial(FrozenTeacher, name, tokenizer=cfg.teacher.tokenizer,
-                    loader=partial(load_masked_lm, head_dir=str(head_dir)))
+    load_teacher = partial(FrozenTeacher, name, tokenizer=cfg.teacher.tokenizer,
+                           loader=partial(load_masked_lm, head_dir=str(head_dir)))
 
     def fit() -> dict:
         return fit_mlm_head(name, head_dir, masker, datamodule.train_dataset, datamodule.val_dataset,
@@ -99,10 +99,10 @@ def mlm_teacher(cfg: DictConfig, datamodule, masker: TokenMasker) -> tuple[Froze
 
     report = fit() if head.get("refit") else None
     try:
-        teacher = build()
+        teacher = load_teacher()
     except MissingMLMHead:
         report = fit()
-        teacher = build()
+        teacher = load_teacher()
     if not isinstance(teacher.model, EncoderWithMLMHead):
         return teacher, {"mlm_head": "own"}
     return teacher, report or {"mlm_head": "cached", "path": str(head_dir)}
