@@ -97,7 +97,7 @@ def load_supernet(model, run_dir: Path) -> Path:
 def train_supernet(cfg: DictConfig, model, datamodule, table: LatencyTable, output_dir: Path):
     """Supernet training with progressive shrinking; returns the trainer."""
     shrinking = build(cfg.search.shrinking, candidate_latency=candidate_latency(model.space, table),
-                            state_file=str(output_dir / SHRINKING_STATE))
+                      state_file=str(output_dir / SHRINKING_STATE))
     trainer = build_trainer(cfg, [shrinking])
     start = {}
     if cfg.get("validate_before_training") and not cfg.get("ckpt_path"):
