@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -31,6 +32,7 @@ from nas_bert.ops import MultiHeadAttention
 TEACHER_QKV = re.compile(r"layers?\.(\d+)\.attention\.self\.(query|key|value)$")
 
 
+@lru_cache(maxsize=4)  # looked up once per teacher model, not at every training step
 def teacher_qkv_modules(teacher: nn.Module) -> dict[int, dict[str, nn.Module]]:
     """{layer: {"query": Linear, "key": Linear, "value": Linear}} of a BERT-family teacher."""
     found: dict[int, dict[str, nn.Module]] = {}

@@ -64,7 +64,8 @@ class TaskDistillation(L.LightningModule):
         if not 0.0 <= kd_weight <= 1.0 or temperature <= 0:
             raise ValueError(f"kd_weight must be in [0, 1] and temperature > 0, got {kd_weight}, {temperature}")
         self.save_hyperparameters(ignore=["model", "teacher", "optimizer", "scheduler"], logger=False)
-        self.model, self.teacher = model, teacher
+        # from_pretrained returns models in eval mode, and Lightning keeps a module's mode: dropout on
+        self.model, self.teacher = model.train(), teacher
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.kd_weight = kd_weight if teacher is not None else 0.0
         self.temperature = temperature

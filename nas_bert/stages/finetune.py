@@ -39,8 +39,8 @@ def load_task_model(path: str, datamodule: Any, setting: str) -> torch.nn.Module
     RTE / STS-B) is re-initialised."""
     auto_class, head = task_head(datamodule)
     resolved = resolve_model_path(path, "model", setting)
-    try:  # from_pretrained returns the model in eval mode: fine-tuning trains it with dropout on
-        return auto_class.from_pretrained(resolved, ignore_mismatched_sizes=True, **head).train()
+    try:
+        return auto_class.from_pretrained(resolved, ignore_mismatched_sizes=True, **head)
     except OSError as err:
         raise ValueError(f"could not load the model from {path!r} ({setting}): {err}") from None
 
