@@ -21,7 +21,7 @@ register_resolvers()  # ${package_dir:...} and ${sweep_name:...} in conf/
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="search")
 def main(cfg: DictConfig) -> float | None:
-    if cfg.get("pipeline"):  # `+pipeline=<name>`: every stage, each as its own process
+    if cfg.get("pipeline"):  # `+pipeline=<name>`: every stage, one run folder each
         run_pipeline(cfg)
         return None
     metrics = run_search(cfg)

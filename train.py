@@ -12,20 +12,15 @@ import hydra
 from omegaconf import DictConfig
 
 from nas_bert import register_resolvers
-from nas_bert.stages.finetune import run_finetune
-from nas_bert.stages.fit import run_fit
-from nas_bert.stages.pretrain import run_pretrain
-
-STAGES = {"pretrain": run_pretrain, "finetune": run_finetune, "fit": run_fit}
-
+from nas_bert.stages import STAGES
 
 register_resolvers()  # ${package_dir:...} and ${sweep_name:...} in conf/
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    if cfg.stage not in STAGES:
-        raise ValueError(f"unknown stage {cfg.stage!r}; choose one of {sorted(STAGES)}")
+    if cfg.stage not in STAGES or cfg.stage == "search":
+        raise ValueError(f"unknown stage {cfg.stage!r}; choose one of pretrain, finetune, fit")
     metrics = STAGES[cfg.stage](cfg)
     return metrics.get(cfg.get("optimized_metric"))
 

@@ -102,7 +102,7 @@ def test_teacher_layers_are_spread_over_each_block():
 ])
 def test_terms_are_logged_and_trained(weights, teacher):
     student = build_student(ARCH, vocab_size=100, max_positions=64, head_dim=16)
-    module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.Adam, lr=3e-3),
+    module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.Adam, lr=3e-3), objective="both",
                                   intermediate=weights)
     optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
     assert {id(p) for p in module.intermediate.parameters()} <= {id(p) for p in module.parameters()}
@@ -114,10 +114,10 @@ def test_terms_are_logged_and_trained(weights, teacher):
         parts["intermediate"].backward()
         optimizer.step()
     last = {k: float(v) for k, v in module.losses(batch()).items()}
-    active = [k for k in ("hidden_mse", "attention_mse", "minilm_attention", "minilm_value") if k in last]
+    active = [k for k in ("hidden", "attention_mse", "minilm_attention", "minilm_value") if k in last]
     assert len(active) == len(weights) + ("minilm_weight" in weights)
     assert last["intermediate"] < 0.7 * first["intermediate"], (first, last)
-    expected = sum(w * last[k] for k, w in (("hidden_mse", weights.get("hidden_weight", 0)),
+    expected = sum(w * last[k] for k, w in (("hidden", weights.get("hidden_weight", 0)),
                                             ("attention_mse", weights.get("attention_weight", 0))) if k in last)
     expected += weights.get("minilm_weight", 0) * (last.get("minilm_attention", 0) + last.get("minilm_value", 0))
     assert last["intermediate"] == pytest.approx(expected, rel=1e-5)

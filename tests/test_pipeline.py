@@ -4,13 +4,16 @@ process boundary is the point), the summary, skipping on re-run, and the steps i
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from pathlib import Path
 
 import pytest
 from helpers.runs import GLUE, TINY_BUDGETS, compose_config, run_script
 
-from nas_bert.stages.pipeline import PipelineError, pretrain_steps, run_pipeline
+from nas_bert.modeling.students import uniform_arch
+from nas_bert.stages import pipeline
+from nas_bert.stages.pipeline import PipelineError, run_pipeline
 
 
 def overrides(*items: str) -> str:
@@ -23,7 +26,7 @@ def pipeline_args(tmp_path: Path, teacher: Path, *common: str) -> list[str]:
     return [f"teacher.name_or_path={teacher}",
             "pipeline.common=" + overrides(f"teacher.name_or_path={teacher}", f"paths.cache_dir={tmp_path / 'cache'}",
                                            "space=tiny", "logger=csv", *common),
-            "pipeline.search=" + overrides(TINY_BUDGETS), "pipeline.budgets=[debug_40pct]", "pipeline.baseline=null",
+            "pipeline.search=" + overrides(TINY_BUDGETS), "pipeline.budgets=[debug_40pct]", "pipeline.baselines=null",
             "pipeline.glue_tasks=[rte]", "pipeline.glue=" + overrides("data/glue=local", f"data.data_dir={GLUE}"),
             "pipeline.squad=[]", "pipeline.latency.min_run_time=0.01"]
 
@@ -34,11 +37,14 @@ def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_tea
     first = run_script("search.py", tmp_path, "+pipeline=cpu_demo", "debug=fast", f"hydra.run.dir={pipe}",
                        *pipeline_args(tmp_path, tiny_teacher_dir))
     assert first.returncode == 0, first.stderr[-3000:]
-    rows = {r["model"]: r for r in csv.DictReader(open(pipe / "summary.csv"))}
+    rows = {r["model"]: r for r in csv.DictReader(open(pipe / "summary.csv"))}  # one per (model, task, seed)
     assert set(rows) == {"teacher", "nas-bert-debug_40pct"}
     for row in rows.values():
-        assert float(row["latency ms (b1, t128)"]) > 0 and float(row["params (M)"]) > 0 and row["rte"] != "-"
-    assert float(rows["nas-bert-debug_40pct"]["params (M)"]) < float(rows["teacher"]["params (M)"])
+        assert float(row["latency_ms"]) > 0 and int(row["flops"]) > 0 and row["task"] == "rte" and row["seed"] == "0"
+        assert 0 <= float(row["score"]) <= 100
+    assert int(rows["nas-bert-debug_40pct"]["params"]) < int(rows["teacher"]["params"])
+    assert rows["nas-bert-debug_40pct"]["role"] == "searched" and rows["nas-bert-debug_40pct"]["budget"] == "debug_40pct"
+    assert (pipe / "score_vs_latency.png").is_file() and (pipe / "task_scores.png").is_file()
     assert list(pipe.glob("wandb/offline-run-*"))  # the summary table's W&B run
     assert "debug=fast" in (pipe / "search" / ".hydra" / "overrides.yaml").read_text()  # every step ran under it
 
@@ -55,13 +61,38 @@ def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_tea
     assert (pipe / "search" / "candidates.csv").is_file() and (pipe / "summary.md").is_file()  # nothing lost
 
 
-def test_each_budget_is_pretrained_with_its_equal_size_baseline(tmp_path):
-    cfg = compose_config("search", tmp_path, "+pipeline=cpu_demo")
-    steps = pretrain_steps(cfg, tmp_path, ["a", "b"])
-    assert list(steps) == ["nas-bert-a", "baseline-a", "nas-bert-b", "baseline-b"]
-    baseline = steps["baseline-b"]
-    assert "student.baseline={layers: 6, hidden: null, blocks: 3}" in baseline.overrides
-    assert f"student.search_run={tmp_path / 'search'}" in baseline.overrides and "student.budget=b" in baseline.overrides
-    assert baseline.output == tmp_path / "pretrain" / "baseline-b" / "model" / "config.json"
-    cfg.pipeline.baseline = None
-    assert list(pretrain_steps(cfg, tmp_path, ["a"])) == ["nas-bert-a"]
+def test_each_budget_gets_its_baselines_once_pretrained_for_the_same_tokens(tmp_path, monkeypatch):
+    """Two budgets whose baselines coincide: one uniform BERT, pre-trained once, standing for both; the choice is
+    kept in the run folder; every student gets the study's token budget."""
+    cfg = compose_config("search", tmp_path, "+pipeline=cpu_study")
+    arch_dir = tmp_path / "search" / "architectures"
+    arch_dir.mkdir(parents=True)
+    for budget in ("quarter", "tenth"):
+        uniform_arch(3, 64, 3).save(arch_dir / f"{budget}.yaml")
+    chosen = []
+    monkeypatch.setattr(pipeline, "choose_baseline", lambda cfg, arch, kind: chosen.append(kind) or {
+        "layers": 4, "hidden": 96, "blocks": 3})
+    models = pipeline.students(cfg, tmp_path, ["quarter", "tenth"])
+    assert [m.name for m in models] == ["nas-bert-quarter", "bert-L4-H96", "nas-bert-tenth"]
+    assert models[1].roles == [("equal_params", "quarter"), ("equal_latency", "quarter"), ("equal_params", "tenth"),
+                               ("equal_latency", "tenth")]
+    assert len(chosen) == 4 and set(json.loads((tmp_path / "baselines.json").read_text())) == {
+        "quarter/equal_params", "quarter/equal_latency", "tenth/equal_params", "tenth/equal_latency"}
+    assert pipeline.students(cfg, tmp_path, ["quarter", "tenth"])[1].roles == models[1].roles and len(chosen) == 4
+    baseline = pipeline.pretrain_step(cfg, tmp_path, models[1])
+    assert "student.baseline={layers: 4, hidden: 96, blocks: 3}" in baseline.overrides
+    assert "tokens=2000000" in baseline.overrides and "data/corpus=gutenberg" in baseline.overrides
+    assert baseline.output == tmp_path / "pretrain" / "bert-L4-H96" / "model" / "config.json"
+    searched = pipeline.pretrain_step(cfg, tmp_path, models[0])
+    assert {f"student.search_run={tmp_path / 'search'}", "student.budget=quarter"} <= set(searched.overrides)
+
+
+def test_bad_study_settings_fail_before_any_step(tmp_path):
+    cfg = compose_config("search", tmp_path, "+pipeline=cpu_study", "pipeline.seeds=[]")
+    with pytest.raises(PipelineError, match="pipeline.seeds is empty"):
+        run_pipeline(cfg)
+    cfg = compose_config("search", tmp_path, "+pipeline=cpu_study",
+                         "pipeline.corpus=" + overrides("data/corpus=local_text", "data.train_files=/no/such/*.txt"))
+    with pytest.raises(PipelineError, match=r"/no/such/\*\.txt.*pipeline.corpus"):
+        run_pipeline(cfg)
+    assert not (tmp_path / "search").exists()

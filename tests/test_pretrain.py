@@ -56,8 +56,9 @@ def test_uniform_baselines_are_archs_with_the_same_counting():
     assert arch.layers == ["mha_128", "ffn_128"] * 6 and len(arch.blocks) == 3
     model = build_student(arch, vocab_size=1000, max_positions=64)
     assert sum(p.numel() for p in model.nas_bert.parameters()) == encoder_params(arch, 1000, 64)
-    with pytest.raises(ArchitectureError, match="do not split evenly"):
-        uniform_arch(num_layers=5, hidden=128, num_blocks=2)
+    assert [b.depth for b in uniform_arch(num_layers=5, hidden=128, num_blocks=3).blocks] == [4, 4, 2]  # 2, 2, 1 layers
+    with pytest.raises(ArchitectureError, match="cannot fill 3 blocks"):
+        uniform_arch(num_layers=2, hidden=128, num_blocks=3)
 
 
 def test_an_architecture_from_another_space_is_refused(tmp_path, tiny_space):
@@ -129,7 +130,7 @@ def test_the_module_pickles_with_its_teacher_as_a_recipe(mlm_teacher):
     """What ddp_spawn does to the module: the copy's teacher is reloaded from its path, and it computes the same."""
     student = build_student(uniform_arch(2, 32, 1), vocab_size=30522, max_positions=128, head_dim=16).eval()
     module = PretrainDistillation(student, mlm_teacher, optimizer=partial(torch.optim.AdamW, lr=1e-3),
-                                  intermediate={"hidden_weight": 1.0, "minilm_weight": 1.0})
+                                  objective="both", intermediate={"hidden_weight": 1.0, "minilm_weight": 1.0})
     copy = pickle.loads(pickle.dumps(module))
     assert copy.teacher.model is not mlm_teacher.model and copy.teacher.name_or_path == mlm_teacher.name_or_path
     ids = torch.randint(1000, 2000, (2, 16))
@@ -138,7 +139,7 @@ def test_the_module_pickles_with_its_teacher_as_a_recipe(mlm_teacher):
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     expected = module.losses(batch)
     got = copy.losses(batch)
-    assert expected.keys() == got.keys() >= {"hidden_mse", "minilm_attention", "kd"}
+    assert expected.keys() == got.keys() >= {"hidden", "minilm_attention", "kd"}
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value, msg=key)
 
@@ -151,7 +152,7 @@ def test_two_process_ddp_trains_identical_students(tiny_teacher_dir, mlm_teacher
                             max_seq_length=32, batch_size=4, cache_dir=str(cache_dir), max_train_samples=16,
                             max_eval_samples=8)
     module = PretrainDistillation(student, mlm_teacher, optimizer=partial(torch.optim.AdamW, lr=1e-3),
-                                  intermediate={"hidden_weight": 1.0, "minilm_weight": 1.0},
+                                  objective="both", intermediate={"hidden_weight": 1.0, "minilm_weight": 1.0},
                                   masker=TokenMasker.for_tokenizer(data.tokenizer))
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_fork", max_steps=3, logger=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
@@ -159,7 +160,7 @@ def test_two_process_ddp_trains_identical_students(tiny_teacher_dir, mlm_teacher
                             SaveWeights(tmp_path), L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt",
                                                                                        save_last=True)])
     trainer.fit(module, datamodule=data)
-    assert {"train/hidden_mse", "train/minilm_attention", "val/loss"} <= set(trainer.callback_metrics)
+    assert {"train/hidden", "train/minilm_attention", "val/loss"} <= set(trainer.callback_metrics)
     state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]
     assert state and not any(k.startswith("teacher") for k in state)  # the teacher is never checkpointed
     assert any(k.startswith("intermediate.projections") for k in state)

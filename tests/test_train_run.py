@@ -41,10 +41,10 @@ def pretrain(outputs: Path, name: str, teacher: Path, cache: Path, *overrides: s
 
 @pytest.fixture(scope="module")
 def student(outputs, tiny_teacher_dir, cache_dir) -> Path:
-    """Stage 3 on stage 2's output (`student.search_run` = outputs/search/latest), with ONNX export and W&B; the
-    teacher's MLM head is fitted anew (and cached for the runs after it)."""
+    """Stage 3 on stage 2's output (`student.search_run` = outputs/search/latest) with the paper's objective, ONNX
+    export and W&B; the teacher's MLM head is fitted anew (and cached for the runs after it)."""
     return pretrain(outputs, "student", tiny_teacher_dir, cache_dir, "export_onnx=true", "logger=default",
-                    "mlm_head.refit=true")
+                    "mlm_head.refit=true", "model.objective=prediction", "student.init=scratch")
 
 
 def test_pretraining_exports_a_model_that_loads_with_from_pretrained(outputs, student):
@@ -58,16 +58,25 @@ def test_pretraining_exports_a_model_that_loads_with_from_pretrained(outputs, st
     assert model(**tokenizer(["a compressed model"], return_tensors="pt")).logits.shape[-1] == len(tokenizer)
 
 
-def test_inheriting_the_supernet_with_the_hidden_state_term(outputs, student, tiny_teacher_dir, cache_dir):
-    run = pretrain(outputs, "inherit", tiny_teacher_dir, cache_dir, "student.init=supernet",
-                   "model.intermediate.hidden_weight=1.0", "model.intermediate.minilm_weight=1.0")
-    assert json.loads((run / "mlm_head.json").read_text())["mlm_head"] == "cached"
+def test_the_default_inherits_the_supernet_and_distils_representations_for_a_token_budget(
+        outputs, tiny_teacher_dir, cache_dir):
+    """A teacher without its own MLM head: objective auto = representation (no head fitted), init auto = the
+    supernet's weights; `tokens` sets the steps (32 sequences x 128 tokens per step: 4), over the 64 sequences
+    read twice; the teacher's states are cached, and a second student with the same budget reads them all from it."""
+    budget = ("tokens=16384", "data.batch_size=32", "trainer.max_steps=100")
+    run = pretrain(outputs, "inherit", tiny_teacher_dir, cache_dir, *budget)
+    assert json.loads((run / "mlm_head.json").read_text())["mlm_head"].startswith("not used")
     init = json.loads((run / "student_init.json").read_text())
     arch = Arch.load(outputs / "search" / "latest" / "architectures" / "debug_40pct.yaml")
     assert init["init"] == "supernet" and init["ops"] == sum(b.depth for b in arch.blocks)
     assert Path(init["checkpoint"]).resolve() == (outputs / "search" / "runs" / "a" / "checkpoints" / "last.ckpt").resolve()
     rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
-    assert any(r.get("train/hidden_mse") for r in rows) and any(r.get("train/minilm_attention") for r in rows)
+    steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert max(steps) == 3 and any(r.get("train/embedding") for r in rows) and not any(r.get("train/mlm") for r in rows)
+    again = pretrain(outputs, "again", tiny_teacher_dir, cache_dir, *budget, "student.init=scratch")
+    rates = [float(r["train/teacher_cache_hit_rate"]) for r in csv.DictReader(open(again / "csv" / "metrics.csv"))
+             if r.get("train/teacher_cache_hit_rate")]
+    assert rates and min(rates) == 1.0
 
 
 def test_equal_size_baseline_pretrains_with_the_same_recipe(outputs, tiny_teacher_dir, cache_dir):

@@ -1,7 +1,11 @@
-"""Optional intermediate-layer KD terms for pre-training, beside NAS-BERT's prediction-layer KD.
+"""Representation and intermediate-layer KD terms for pre-training, beside NAS-BERT's prediction-layer KD.
 
-* TinyBERT hidden-state MSE: each student block boundary (embeddings, block 1 .. N) is projected by
-  a learned Linear to the teacher's width and matched with the teacher's state at the same boundary.
+* TinyBERT hidden states: each student block boundary (embeddings, block 1 .. N) is projected by a
+  learned Linear to the teacher's width and matched with the teacher's state at the same boundary
+  (MSE or cosine); the last boundary can weigh more than the others.
+* Sentence embedding: the mean-pooled last states, the student's through the last boundary's
+  projection, matched by cosine or MSE: the pooling a Sentence-BERT teacher (all-MiniLM-L6-v2) was
+  trained with, so the student learns the embedding the teacher is good at.
 * TinyBERT attention-score MSE: every student MHA layer is matched with a teacher layer of its
   block (spread evenly over the block's teacher layers) on the scaled scores q k^T / sqrt(d).
 * MiniLM: the last student MHA layer's attention distribution and value relation
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -26,7 +30,7 @@ import torch
 from torch import nn
 
 from nas_bert.arch import MHA, Arch, ArchitectureError
-from nas_bert.distill.losses import masked_mse
+from nas_bert.distill.losses import masked_cosine, masked_mse, mean_pool
 from nas_bert.ops import MultiHeadAttention
 
 TEACHER_QKV = re.compile(r"layers?\.(\d+)\.attention\.self\.(query|key|value)$")
@@ -127,20 +131,34 @@ def default_relation_heads(widths: list[int], teacher_hidden: int, teacher_heads
     return max(r for r in range(1, teacher_heads + 1) if common % r == 0)
 
 
+LOSSES = {"mse": masked_mse, "cosine": masked_cosine}
+
+
+def loss_function(name: str, setting: str):
+    if name not in LOSSES:
+        raise ValueError(f"{setting}={name!r} is not a loss here; use one of {sorted(LOSSES)}")
+    return LOSSES[name]
+
+
 class IntermediateDistillation(nn.Module):
-    """The switchable intermediate KD terms; holds the trainable hidden-state projections.
+    """The switchable representation and intermediate KD terms; holds the trainable projections.
 
     Weights of 0 switch a term off (and skip its recording). `forward` returns the weighted sum and
     each active term, from the recorded student/teacher q, k, v and the block-boundary states.
+    `last_boundary_weight` weighs the last boundary against each other boundary (1 = all equal).
     """
 
     def __init__(self, arch: Arch, teacher_hidden: int, teacher_layers: int, teacher_heads: int,
                  hidden_weight: float = 0.0, attention_weight: float = 0.0, minilm_weight: float = 0.0,
-                 relation_heads: int | None = None) -> None:
+                 relation_heads: int | None = None, last_boundary_weight: float = 1.0, hidden_loss: str = "mse",
+                 embedding_weight: float = 0.0, embedding_loss: str = "cosine") -> None:
         super().__init__()
-        if min(hidden_weight, attention_weight, minilm_weight) < 0:
-            raise ValueError("intermediate KD weights must be >= 0")
+        if min(hidden_weight, attention_weight, minilm_weight, embedding_weight, last_boundary_weight) < 0:
+            raise ValueError("representation / intermediate KD weights must be >= 0")
         self.hidden_weight, self.attention_weight, self.minilm_weight = hidden_weight, attention_weight, minilm_weight
+        self.embedding_weight, self.last_boundary_weight = embedding_weight, last_boundary_weight
+        self.hidden_loss = loss_function(hidden_loss, "hidden_loss")
+        self.embedding_loss = loss_function(embedding_loss, "embedding_loss")
         num_blocks = len(arch.blocks)
         if teacher_layers % num_blocks:
             raise ArchitectureError(
@@ -149,7 +167,8 @@ class IntermediateDistillation(nn.Module):
             )
         self.teacher_layers, self.layers_per_block = teacher_layers, teacher_layers // num_blocks
         widths = [arch.embed_size] + [block.hidden for block in arch.blocks]
-        self.projections = nn.ModuleList(nn.Linear(w, teacher_hidden) for w in widths) if hidden_weight else None
+        projected = widths if hidden_weight else widths[-1:] if embedding_weight else []
+        self.projections = nn.ModuleList(nn.Linear(w, teacher_hidden) for w in projected)  # the last is the last boundary
         mha_blocks = [n for n, block in enumerate(arch.blocks) for op in block.ops if op == MHA]
         if (attention_weight or minilm_weight) and not mha_blocks:
             raise ArchitectureError(
@@ -165,7 +184,16 @@ class IntermediateDistillation(nn.Module):
 
     @property
     def active(self) -> bool:
-        return bool(self.hidden_weight or self.attention_weight or self.minilm_weight)
+        return bool(self.hidden_weight or self.attention_weight or self.minilm_weight or self.embedding_weight)
+
+    @property
+    def needs_teacher_layers(self) -> bool:
+        """Whether a term reads teacher states other than the block boundaries (its q / k / v)."""
+        return bool(self.attention_weight or self.minilm_weight)
+
+    def boundary_layers(self) -> list[int]:
+        """The teacher hidden-state indices of the block boundaries: 0, L / N, .., L."""
+        return list(range(0, self.teacher_layers + 1, self.layers_per_block))
 
     def teacher_layer_for(self) -> list[int]:
         """The teacher layer matched with each student MHA layer (evenly spread within its block)."""
@@ -188,15 +216,23 @@ class IntermediateDistillation(nn.Module):
         return layers | ({self.teacher_layers - 1} if self.minilm_weight else set())
 
     def forward(self, student_states: list[torch.Tensor], student_qkv: dict[str, torch.Tensor],
-                teacher_states: tuple[torch.Tensor, ...], teacher: nn.Module, mask: torch.Tensor
-                ) -> dict[str, torch.Tensor]:
+                teacher_states: Mapping[int, torch.Tensor] | Sequence[torch.Tensor], teacher: nn.Module | None,
+                mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """student_states: N + 1 tensors (B, T, H_n); student_qkv: the outputs recorded from `student_modules`;
-        teacher_states: its L + 1 hidden states (B, T, D); teacher: its model (for q/k/v); mask (B, T)."""
+        teacher_states: its hidden states (B, T, D) by layer index: all L + 1, or only the block boundaries
+        when no attention term is on; teacher: its model (for q/k/v; unused then); mask (B, T)."""
         parts: dict[str, torch.Tensor] = {}
+        last = self.teacher_layers
         if self.hidden_weight:
-            terms = [masked_mse(proj(s), teacher_states[n * self.layers_per_block], mask)
-                     for n, (proj, s) in enumerate(zip(self.projections, student_states))]
-            parts["hidden_mse"] = torch.stack(terms).mean()
+            terms = torch.stack([self.hidden_loss(proj(s), teacher_states[n * self.layers_per_block], mask)
+                                 for n, (proj, s) in enumerate(zip(self.projections, student_states))])
+            weights = torch.ones_like(terms)
+            weights[-1] = self.last_boundary_weight
+            parts["hidden"] = (terms * weights).sum() / weights.sum()
+            parts["hidden_last"] = terms[-1].detach()
+        if self.embedding_weight:
+            student = mean_pool(self.projections[-1](student_states[-1]), mask)  # (B, D)
+            parts["embedding"] = self.embedding_loss(student, mean_pool(teacher_states[last], mask))
         r = self.relation_heads
         layers = self.teacher_layers_used()
         teacher = teacher_qkv(teacher, teacher_states, layers) if layers else {}
@@ -208,14 +244,14 @@ class IntermediateDistillation(nn.Module):
                                               relation_scores(q, k, r), mask))
             parts["attention_mse"] = torch.stack(terms).mean()
         if self.minilm_weight:
-            last = self.teacher_layers - 1
             q, k, v = student_qkv[f"s{len(self.mha_blocks) - 1}"].chunk(3, dim=-1)
-            tq, tk, tv = (teacher[f"t{last}.{part}"] for part in ("query", "key", "value"))
+            tq, tk, tv = (teacher[f"t{last - 1}.{part}"] for part in ("query", "key", "value"))
             parts["minilm_attention"] = masked_relation_kl(relation_scores(tq, tk, r), relation_scores(q, k, r), mask)
             parts["minilm_value"] = masked_relation_kl(relation_scores(tv, tv, r), relation_scores(v, v, r), mask)
+        weighted = ((self.hidden_weight, "hidden"), (self.attention_weight, "attention_mse"),
+                    (self.embedding_weight, "embedding"))
         total = sum(
-            (w * parts[key] for w, key in ((self.hidden_weight, "hidden_mse"), (self.attention_weight, "attention_mse"))
-             if key in parts),
+            (w * parts[key] for w, key in weighted if key in parts),
             start=torch.zeros((), device=mask.device),
         )
         if self.minilm_weight:

@@ -17,6 +17,27 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
     return (per_token * weights).sum() / weights.sum().clamp_min(1.0)
 
 
+def masked_cosine(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """1 - cosine similarity of the hidden vectors, averaged over real (mask = 1) tokens; computed in fp32.
+
+    pred, target: (B, T, D) or (B, D); mask: (B, T) with 1 for real tokens (unused for (B, D)).
+    """
+    per_row = 1.0 - torch.nn.functional.cosine_similarity(pred.float(), target.float(), dim=-1)  # (B, T) or (B,)
+    if mask is None or per_row.dim() == 1:
+        return per_row.mean()
+    weights = mask.to(per_row.dtype)
+    return (per_row * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def mean_pool(states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean of (B, T, D) states over real (mask = 1) tokens: (B, D), the sentence embedding of
+    Sentence-BERT models (e.g. all-MiniLM-L6-v2); computed in fp32."""
+    if mask is None:
+        return states.float().mean(dim=1)
+    weights = mask.to(torch.float32)[..., None]  # (B, T, 1)
+    return (states.float() * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
                        mask: torch.Tensor | None = None) -> torch.Tensor:
     """T^2 * KL(teacher || student) of the softened distributions, averaged over the selected positions.

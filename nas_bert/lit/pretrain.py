@@ -1,14 +1,19 @@
-"""`PretrainDistillation`: pre-training a student with prediction-layer KD (NAS-BERT stage 3).
+"""`PretrainDistillation`: pre-training a student by KD from a frozen teacher (NAS-BERT stage 3).
 
-loss = (1 - lambda) * MLM + lambda * T^2 * KL(teacher || student) on the MLM logits of the masked
-positions, plus the optional intermediate terms of `nas_bert.distill.intermediate` (TinyBERT hidden
-states and attention scores, MiniLM attention and value relations), each switched on by a weight.
-The teacher is a `FrozenTeacher` of a masked-LM model (its own MLM head or a fitted one).
+Objectives (`objective`):
+* `prediction`, the paper: (1 - lambda) * MLM + lambda * T^2 * KL(teacher || student) on the MLM logits of
+  the masked positions; the teacher is a `FrozenTeacher` of a masked-LM model (its own MLM head or a fitted one).
+* `representation`: the representation terms of `nas_bert.distill.intermediate` alone (block-boundary hidden
+  states through learned projections, the mean-pooled sentence embedding), on unmasked text. No MLM head
+  is needed on either side, and the teacher's states can come from a `TeacherStateCache`.
+* `both`: the prediction loss plus the representation / intermediate terms, on the masked inputs.
+The intermediate terms (TinyBERT attention scores, MiniLM relations) can be added to `prediction` / `both`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -18,12 +23,13 @@ from torch import nn
 from nas_bert.distill import prediction_kd_loss
 from nas_bert.distill.intermediate import IntermediateDistillation, Recorder
 from nas_bert.distill.masking import TokenMasker
+from nas_bert.distill.state_cache import TeacherStateCache
 from nas_bert.lit.optim import configure_optimization
 from nas_bert.teacher import FrozenTeacher
 
 Batch = dict[str, torch.Tensor]
-
-
+OBJECTIVES = ("prediction", "representation", "both")
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 MLM_HEADS = ("lm_head", "cls", "head")  # NAS-BERT / RoBERTa, BERT, a fitted TeacherMLMHead
 
 
@@ -45,34 +51,96 @@ def masked_logits(model: nn.Module, inputs: Batch, masked: torch.Tensor,
     return head(out.last_hidden_state[masked]), out.hidden_states  # (M, H) -> (M, V)
 
 
+def freeze_mlm_head(student: nn.Module) -> None:
+    """Without the prediction loss the MLM head gets no gradient: it is frozen (DDP requires every trained
+    parameter to get one), except a decoder tied to the word embeddings, which the encoder trains."""
+    head = getattr(student, "lm_head", None)
+    if head is None:
+        return
+    tied = {id(p) for p in student.get_input_embeddings().parameters()}
+    for p in head.parameters():
+        if id(p) not in tied:
+            p.requires_grad_(False)
+
+
 class PretrainDistillation(L.LightningModule):
-    """Trains `student` (an MLM model) on masked batches with KD from `teacher`'s MLM logits."""
+    """Trains `student` (an MLM model) by KD from `teacher`: its MLM logits, its representations, or both."""
 
     def __init__(self, student: nn.Module, teacher: FrozenTeacher, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None = None, kd_weight: float = 0.5,
+                 scheduler: Callable[..., Any] | None = None, objective: str = "prediction", kd_weight: float = 0.5,
                  temperature: float = 1.0, intermediate: dict[str, Any] | None = None,
-                 masker: TokenMasker | None = None) -> None:
-        """`intermediate`: keyword arguments of `IntermediateDistillation` (hidden_weight, attention_weight,
-        minilm_weight, relation_heads); None or all weights 0 = prediction-layer KD only, as in the paper.
+                 masker: TokenMasker | None = None, teacher_cache: dict[str, Any] | None = None) -> None:
+        """`intermediate`: keyword arguments of `IntermediateDistillation`: the representation terms
+        (hidden_weight, last_boundary_weight, hidden_loss, embedding_weight, embedding_loss), used by the
+        representation and both objectives, and the attention terms (attention_weight, minilm_weight,
+        relation_heads), added to any objective when their weight is > 0.
         `masker`: masks batches without `labels` in the step, seeded by the step (see `TokenMasker`);
-        batches that come with `labels` are used as they are."""
+        batches that come with `labels` are used as they are. Not used by the representation objective.
+        `teacher_cache`: {"dir": folder, "capacity": sequences} to keep the teacher's training states on disk
+        (representation objective only); None = run the teacher at every step."""
         super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective={objective!r}: use one of {', '.join(OBJECTIVES)}")
         if not 0.0 <= kd_weight <= 1.0 or temperature <= 0:
             raise ValueError(f"kd_weight must be in [0, 1] and temperature > 0, got {kd_weight}, {temperature}")
         self.save_hyperparameters(ignore=["student", "teacher", "optimizer", "scheduler", "masker"], logger=False)
-        self.masker = masker
+        self.objective, self.masker = objective, masker
         self.student, self.teacher = student, teacher
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.kd_weight, self.temperature = kd_weight, temperature
-        config = teacher.config
+        config, settings = teacher.config, dict(intermediate or {})
+        if objective == "prediction":  # the representation terms belong to representation / both
+            settings.update(hidden_weight=0.0, embedding_weight=0.0)
         terms = IntermediateDistillation(
             student.config.to_arch(), config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
-            **dict(intermediate or {}))
+            **settings)
+        if objective == "representation" and not (terms.hidden_weight or terms.embedding_weight):
+            raise ValueError("objective=representation needs intermediate.hidden_weight or "
+                             "intermediate.embedding_weight > 0 (there is nothing to distil otherwise)")
+        if teacher_cache and (objective != "representation" or terms.needs_teacher_layers):
+            raise ValueError("the teacher state cache holds unmasked block-boundary states: it needs "
+                             "objective=representation without attention / MiniLM terms; set teacher_cache=null")
         self.intermediate = terms if terms.active else None
         self.student_recorder = Recorder(terms.student_modules(student))
+        self.teacher_cache_spec = dict(teacher_cache) if teacher_cache else None
+        self.teacher_cache: TeacherStateCache | None = None
+        if objective == "representation":
+            freeze_mlm_head(student)
 
-    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+    @property
+    def masks_inputs(self) -> bool:
+        return self.objective != "representation"
+
+    def teacher_states(self, inputs: Batch, train: bool) -> dict[int, torch.Tensor]:
+        """The teacher's hidden states by layer index (all, or the block boundaries when read from the cache)."""
+        def compute(rows: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
+            sub = inputs if rows is None else {k: v[rows] for k, v in inputs.items()}
+            return dict(enumerate(self.teacher.hidden_states(**sub)))
+
+        if not (train and self.teacher_cache_spec):
+            return compute()
+        if self.teacher_cache is None:  # opened at the first step: the sequence length is the batch's
+            spec, world = self.teacher_cache_spec, self.trainer.world_size if self._trainer else 1
+            folder = Path(spec["dir"]) / f"rank{self.global_rank}of{world}"
+            self.teacher_cache = TeacherStateCache(folder, self.intermediate.boundary_layers(),
+                                                   inputs["input_ids"].shape[1], self.teacher.hidden_size,
+                                                   int(spec["capacity"]))
+        return self.teacher_cache.lookup(inputs["input_ids"], inputs.get("attention_mask"), compute)
+
+    def representation_losses(self, batch: Batch, train: bool) -> dict[str, torch.Tensor]:
+        """The representation terms on unmasked inputs (the student's encoder only, no MLM head)."""
+        inputs = {k: batch[k] for k in INPUTS if k in batch}
+        encoder = getattr(self.student, "base_model", self.student)
+        with self.student_recorder.recording() as student_qkv:
+            student_states = encoder(**inputs, output_hidden_states=True).hidden_states
+        teacher_states = self.teacher_states(inputs, train)
+        mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
+        parts = self.intermediate(list(student_states), student_qkv, teacher_states, self.teacher.model, mask)
+        return {**parts, "loss": parts["intermediate"]}
+
+    def prediction_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The paper's loss on masked inputs, plus the representation / intermediate terms that are on."""
+        inputs = {k: batch[k] for k in INPUTS if k in batch}
         deep = self.intermediate is not None
         masked = batch["labels"] != -100  # (B, T)
         with self.student_recorder.recording() as student_qkv:
@@ -91,6 +159,11 @@ class PretrainDistillation(L.LightningModule):
             parts = {**parts, **extra, "loss": parts["loss"] + extra["intermediate"]}
         return parts
 
+    def losses(self, batch: Batch, train: bool = True) -> dict[str, torch.Tensor]:
+        if self.objective == "representation":
+            return self.representation_losses(batch, train)
+        return self.prediction_losses(batch)
+
     def masked(self, batch: Batch, *keys: int) -> Batch:
         """`batch` with MLM masks drawn for `keys` (the batch itself if it is already masked)."""
         if "labels" in batch:
@@ -102,13 +175,19 @@ class PretrainDistillation(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         # masks: a function of (step, micro-batch, rank), so a resumed run redraws the same ones
-        parts = self.losses(self.masked(batch, 0, self.global_step, batch_idx, self.global_rank))
+        if self.masks_inputs:
+            batch = self.masked(batch, 0, self.global_step, batch_idx, self.global_rank)
+        parts = self.losses(batch, train=True)
         self.log("train/loss", parts["loss"], prog_bar=True)
         self.log_dict({f"train/{k}": v for k, v in parts.items() if k != "loss"})
+        if self.teacher_cache is not None:
+            self.log("train/teacher_cache_hit_rate", self.teacher_cache.hit_rate())
         return parts["loss"]
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        parts = self.losses(self.masked(batch, 1, batch_idx, self.global_rank))  # the same masks every pass
+        if self.masks_inputs:
+            batch = self.masked(batch, 1, batch_idx, self.global_rank)  # the same masks every pass
+        parts = self.losses(batch, train=False)
         self.log_dict({f"val/{k}": v for k, v in parts.items()}, prog_bar=False, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:

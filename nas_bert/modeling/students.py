@@ -13,11 +13,12 @@ from nas_bert.space import SearchSpace
 
 
 def uniform_arch(num_layers: int, hidden: int, num_blocks: int = 1) -> Arch:
-    """A BERT of `num_layers` Transformer layers (MHA then FFN) at one width, split into blocks."""
-    if num_layers < 1 or num_blocks < 1 or num_layers % num_blocks:
-        raise ArchitectureError(f"{num_layers} layers do not split evenly into {num_blocks} blocks")
-    per_block = (MHA, FFN) * (num_layers // num_blocks)
-    return Arch(blocks=tuple(BlockArch(hidden, per_block) for _ in range(num_blocks)))
+    """A BERT of `num_layers` Transformer layers (MHA then FFN) at one width, split into blocks as evenly as
+    possible (the first blocks take one layer more when they do not divide: 5 layers in 3 blocks = 2, 2, 1)."""
+    if num_layers < 1 or num_blocks < 1 or num_blocks > num_layers:
+        raise ArchitectureError(f"{num_layers} layers cannot fill {num_blocks} blocks (at least one layer each)")
+    sizes = [num_layers // num_blocks + (n < num_layers % num_blocks) for n in range(num_blocks)]
+    return Arch(blocks=tuple(BlockArch(hidden, (MHA, FFN) * size) for size in sizes))
 
 
 def equal_size_baseline(target_params: int, num_layers: int, vocab_size: int, max_positions: int = 512,

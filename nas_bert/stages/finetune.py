@@ -84,7 +84,8 @@ def run_finetune(cfg: DictConfig) -> dict[str, float]:
                 datamodule.tokenizer.save_pretrained(export_dir)
         if ft.get("predict_test") and datamodule.test_split_names:
             write_test_predictions(trainer, module, datamodule, output_dir / "glue_submission")
-        result = {"model": model_name(cfg), "task": task_name(datamodule), "params": parameter_count(model),
+        result = {"model": model_name(cfg), "task": task_name(datamodule), "seed": int(cfg.seed),
+                  "params": parameter_count(model),
                   "kd": teacher is not None, "final": final, "best": dict(module.best), "run": str(output_dir)}
         if trainer.is_global_zero:
             (output_dir / "results.json").write_text(json.dumps(result, indent=2))

@@ -1,10 +1,12 @@
-"""The whole method in one command (`python search.py +pipeline=<name>`): search -> pre-training KD of every
-selected budget and of its equal-size baseline -> fine-tuning of the teacher, the students and the baselines on
-GLUE tasks and SQuAD -> one summary table (params, measured latency, GLUE average, SQuAD F1 per model).
+"""The whole method in one command (`python search.py +pipeline=<name>`): search -> the uniform BERT baselines of
+every selected budget (closest in parameters and / or in measured latency) -> pre-training KD of every student for
+the same tokens -> fine-tuning of the teacher and of every student on GLUE tasks (and SQuAD), with several seeds
+-> one report: `summary.csv` (one row per model, task and seed), `summary.md` (mean +- std per model) and plots.
 
-Every step is its own process (`search.py` / `train.py` with Hydra overrides), so each has its own run folder
-under `<pipeline run>/`, its own W&B run and its own DDP world. A step whose output already exists is skipped:
-re-running the command with the same `hydra.run.dir` continues an interrupted pipeline.
+Each step has its own run folder under `<pipeline run>/`, and runs as its own process (its own W&B run and DDP
+world), or in this process with `pipeline.in_process` (no interpreter start-up per step: what a study of a
+hundred small fine-tunings on a CPU wants). A step whose output already exists is skipped: re-running the
+command with the same `hydra.run.dir` continues an interrupted pipeline.
 """
 
 from __future__ import annotations
@@ -14,51 +16,104 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
-
-from nas_bert.stages.common import instantiate_group
-from nas_bert.stages.summary import format_value, latest_results, print_table, summary_rows, write_tables
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Step:
-    """One process of the pipeline: `script` with `overrides`, complete once `output` exists."""
+    """One stage run of the pipeline: `config` (search / train) with `overrides`, complete once `output` exists."""
 
     name: str
-    script: str
+    config: str
     overrides: tuple[str, ...]
     output: Path
+
+
+@dataclass
+class Model:
+    """A model the pipeline fine-tunes: its role in the comparison, its budget, where it comes from."""
+
+    name: str
+    role: str  # teacher | searched | equal_params | equal_latency
+    budget: str | None
+    path: str  # the encoder to fine-tune (after its pre-training step, for students)
+    arch: Any = None  # nas_bert.arch.Arch for students
+    roles: list[tuple[str, str | None]] = field(default_factory=list)  # every (role, budget) it stands for
 
 
 class PipelineError(RuntimeError):
     """A step failed; the steps before it are kept and skipped when the pipeline is run again."""
 
 
-def run_step(step: Step, root: Path, log_dir: Path) -> bool:
+def run_step(step: Step, root: Path, log_dir: Path, in_process: bool = False) -> bool:
     """Run `step` unless its output exists; returns whether it ran. Its console output goes to a log file."""
     if step.output.exists():
-        log.info("%-28s done before (%s): skipped", step.name, step.output)
+        log.info("%-34s done before (%s): skipped", step.name, step.output)
         return False
     log_file = log_dir / f"{step.name}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(root / step.script), *step.overrides]
-    log.info("%-28s running: %s", step.name, " ".join(command[1:]))
-    with log_file.open("w") as out:
-        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()).returncode
+    log.info("%-34s running%s: %s", step.name, " in process" if in_process else "", " ".join(step.overrides))
+    if in_process:
+        code = run_in_process(step, root, log_file)
+    else:
+        command = [sys.executable, str(root / f"{step.config}.py"), *step.overrides]
+        with log_file.open("w") as out:
+            code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()).returncode
     if code != 0 or not step.output.exists():
         tail = "".join(log_file.read_text().splitlines(keepends=True)[-30:])
         raise PipelineError(f"step {step.name} failed (exit {code}); its log: {log_file}\n{tail}\n"
                             f"fix it and run the same command again: finished steps are skipped")
     return True
+
+
+@contextmanager
+def composed(root: Path, config: str, overrides: list[str]) -> Iterator[DictConfig]:
+    """`config` composed from `<root>/conf` with `overrides`, as its entry point would; the Hydra state of the
+    pipeline's own run is restored afterwards."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    state = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+            cfg = compose(config, overrides=overrides)
+        yield cfg
+    finally:
+        GlobalHydra.instance().clear()
+        if state is not None:
+            GlobalHydra.instance().initialize(state)
+
+
+def run_in_process(step: Step, root: Path, log_file: Path) -> int:
+    """Compose the step's config as its entry point would and call its stage function here; 0 or 1."""
+    from nas_bert.stages import STAGES
+
+    run_dir = next(o.split("=", 1)[1] for o in step.overrides if o.startswith("hydra.run.dir="))
+    overrides = [o for o in step.overrides if not o.startswith("hydra.")] + [f"paths.output_dir={run_dir}"]
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        with composed(root, step.config, overrides) as cfg:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            STAGES["search" if step.config == "search" else cfg.stage](cfg)
+        return 0
+    except Exception:  # the step's failure is the pipeline's error, with the log's tail
+        log.exception("step %s failed", step.name)
+        return 1
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
 
 
 def debug_choice() -> str | None:
@@ -68,17 +123,18 @@ def debug_choice() -> str | None:
 
 def step_settings(cfg: DictConfig) -> DictConfig:
     """`cfg.pipeline`, for a debug run with `debug=<name>` added to every step and without the step sizes
-    (`pretrain`, `finetune`), which would override the debug sizes."""
+    (`pretrain`, `finetune`, `tokens`), which would override the debug sizes."""
     p = cfg.pipeline.copy()
     debug = debug_choice()
     if debug:
-        p.common, p.pretrain, p.finetune = [*p.common, f"debug={debug}"], [], []
+        p.common, p.pretrain, p.finetune, p.tokens = [*p.common, f"debug={debug}"], [], [], None
     return p
 
 
 def search_step(cfg: DictConfig, out: Path) -> Step:
     p = cfg.pipeline
-    return Step("search", "search.py", (f"hydra.run.dir={out / 'search'}", "latest_link=null", *p.common, *p.search),
+    return Step("search", "search", (f"hydra.run.dir={out / 'search'}", "latest_link=null", *p.common, *p.corpus,
+                                     *p.search),
                 out / "search" / "candidates.csv")  # written after every architecture
 
 
@@ -94,116 +150,148 @@ def selected_budgets(cfg: DictConfig, out: Path) -> list[str]:
     return wanted
 
 
-def pretrain_steps(cfg: DictConfig, out: Path, budgets: list[str]) -> dict[str, Step]:
-    """Model name -> the step pre-training it: each budget's student, and its equal-size baseline if asked."""
-    p, steps = cfg.pipeline, {}
-    for budget in budgets:
-        base = (f"student.search_run={out / 'search'}", f"student.budget={budget}", *p.common, *p.pretrain)
-        variants = {f"nas-bert-{budget}": ()}
-        if p.get("baseline"):
-            b = p.baseline
-            hidden = "null" if b.get("hidden") is None else b.hidden
-            variants[f"baseline-{budget}"] = (
-                f"student.baseline={{layers: {b.layers}, hidden: {hidden}, blocks: {b.get('blocks', 1)}}}",)
-        for name, extra in variants.items():
-            run = out / "pretrain" / name
-            steps[name] = Step(f"pretrain/{name}", "train.py", (f"hydra.run.dir={run}", *base, *extra),
-                               run / "model" / "config.json")
-    return steps
+def pretrain_step(cfg: DictConfig, out: Path, model: Model) -> Step:
+    """The pre-training of a student: the searched architecture of its budget, or a uniform BERT."""
+    p, run = cfg.pipeline, out / "pretrain" / model.name
+    if model.role == "searched":
+        which = (f"student.search_run={out / 'search'}", f"student.budget={model.budget}")
+    else:
+        block = model.arch.blocks
+        which = (f"student.baseline={{layers: {sum(b.depth for b in block) // 2}, hidden: {block[0].hidden}, "
+                 f"blocks: {len(block)}}}",)
+    tokens = (f"tokens={int(p.tokens)}",) if p.get("tokens") else ()
+    return Step(f"pretrain/{model.name}", "train", (f"hydra.run.dir={run}", *which, *p.common, *p.corpus,
+                                                    *p.pretrain, *tokens),
+                run / "model" / "config.json")
 
 
-def finetune_step(cfg: DictConfig, out: Path, model: str, model_path: str, task: str, teacher_path: Path | None
-                  ) -> Step:
+def finetune_step(cfg: DictConfig, out: Path, model: Model, task: str, seed: int, teacher_path: Path | None) -> Step:
     p = cfg.pipeline
-    run = out / "finetune" / f"{model}_{task}"
+    run = out / "finetune" / f"{model.name}_{task}_s{seed}"
     data = (*p.squad, ) if task == "squad" else (*p.glue, f"data.task={task}")
+    data = (*data, *(p.get("task_overrides") or {}).get(task, []))
     experiment = "finetune_squad" if task == "squad" else "finetune_glue"
-    student = () if teacher_path is None else (f"finetune.teacher_path={teacher_path}", *p.student)
-    overrides = (f"experiment={experiment}", f"hydra.run.dir={run}", f"finetune.model_path={model_path}",
-                 f"finetune.model_name={model}", f"finetune.results_file={out / 'finetune' / 'results.jsonl'}",
-                 *data, *p.common, *p.finetune, *student)
-    return Step(f"finetune/{model}_{task}", "train.py", overrides, run / "results.json")
+    student = (f"finetune.teacher_path={teacher_path}", *p.student) if teacher_path is not None else (*p.teacher,)
+    overrides = (f"experiment={experiment}", f"hydra.run.dir={run}", f"finetune.model_path={model.path}",
+                 f"finetune.model_name={model.name}", f"finetune.results_file={out / 'finetune' / 'results.jsonl'}",
+                 f"seed={seed}", *data, *p.common, *p.finetune, *student)
+    return Step(f"finetune/{model.name}_{task}_s{seed}", "train", overrides, run / "results.json")
 
 
-def encoder_latency_ms(model_path: str, batch_size: int, seq_len: int, min_run_time: float) -> float:
-    """Median forward time of the exported encoder (no task head) in milliseconds, on CUDA if there is one."""
-    from transformers import AutoModel
-
-    import nas_bert.modeling  # noqa: F401  (registers the NAS-BERT Auto classes)
-    from nas_bert.search.latency import median_seconds
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        model = AutoModel.from_pretrained(model_path).to(device).eval()
-        ids = torch.randint(1, model.config.vocab_size, (batch_size, seq_len), device=device)  # (B, T)
-        mask = torch.ones_like(ids)
-
-        def forward() -> None:
-            with torch.no_grad():
-                model(input_ids=ids, attention_mask=mask)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-
-        return 1000 * median_seconds(forward, min_run_time)
+def teacher_model(cfg: DictConfig) -> Model:
+    return Model("teacher", "teacher", None, str(cfg.teacher.name_or_path), roles=[("teacher", None)])
 
 
-def write_summary(cfg: DictConfig, out: Path, models: dict[str, str]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The final table: fine-tuning scores per model with its measured latency; summary.md / .csv / W&B."""
-    lat = cfg.pipeline.latency
-    columns, rows = summary_rows(latest_results(out / "finetune" / "results.jsonl"))
-    key = f"latency ms (b{lat.batch_size}, t{lat.seq_len})"
-    for row in rows:  # rows of models this configuration no longer trains (an earlier run in the folder): no latency
-        path = models.get(row["model"])
-        row[key] = None if path is None else encoder_latency_ms(path, lat.batch_size, lat.seq_len, lat.min_run_time)
-    columns = [*columns[:2], key, *columns[2:]]
-    write_tables(out, columns, rows)
-    log_summary(cfg, columns, rows)
-    return columns, rows
+def students(cfg: DictConfig, out: Path, budgets: list[str]) -> list[Model]:
+    """Per budget: the searched student and its baselines (`pipeline.baselines.kinds`); a uniform BERT that is the
+    baseline of several (kind, budget) is one model, pre-trained once. Baselines are chosen once per run folder
+    (`<run>/baselines.json`): measured latencies vary, a resumed pipeline keeps its choice."""
+    from nas_bert.modeling.students import load_searched_arch, searched_arch_file
+
+    chosen_file = out / "baselines.json"
+    chosen = json.loads(chosen_file.read_text()) if chosen_file.is_file() else {}
+    models: dict[str, Model] = {}
+    for budget in budgets:
+        arch = load_searched_arch(searched_arch_file(out / "search", budget))
+        name = f"nas-bert-{budget}"
+        models[name] = Model(name, "searched", budget, str(out / "pretrain" / name / "model"), arch,
+                             [("searched", budget)])
+        for kind in (cfg.pipeline.get("baselines") or {}).get("kinds") or []:
+            key = f"{budget}/{kind}"
+            if key not in chosen:
+                chosen[key] = choose_baseline(cfg, arch, kind)
+                chosen_file.write_text(json.dumps(chosen, indent=2))
+            layers, hidden, blocks = chosen[key]["layers"], chosen[key]["hidden"], chosen[key]["blocks"]
+            name = f"bert-L{layers}-H{hidden}"
+            if name not in models:
+                from nas_bert.modeling.students import uniform_arch
+
+                models[name] = Model(name, kind, budget, str(out / "pretrain" / name / "model"),
+                                     uniform_arch(layers, hidden, blocks))
+            models[name].roles.append((kind, budget))
+    return list(models.values())
 
 
-def log_summary(cfg: DictConfig, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    """The table in the console and, through the configured loggers, as the W&B table `pipeline/summary`."""
-    print_table(columns, rows)
-    loggers = instantiate_group(cfg.get("logger"))
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg.pipeline, resolve=True))
-        if hasattr(logger, "log_table"):
-            logger.log_table("pipeline/summary", columns=columns,
-                             data=[[format_value(r.get(c)) for c in columns] for r in rows])
-    if any(isinstance(logger, WandbLogger) for logger in loggers):
-        import wandb
+def choose_baseline(cfg: DictConfig, arch: Any, kind: str) -> dict[str, Any]:
+    """The uniform BERT of the grid closest to `arch` in parameters (`equal_params`) or measured latency."""
+    from nas_bert.encoder import encoder_params
+    from nas_bert.search.baselines import (
+        arch_latency_ms,
+        closest_in_latency,
+        closest_in_params,
+        uniform_grid,
+    )
+    from nas_bert.teacher import FrozenTeacher
 
-        wandb.finish()
+    b, lat, space = cfg.pipeline.baselines, cfg.pipeline.latency, cfg.space
+    teacher = FrozenTeacher(cfg.teacher.name_or_path, cfg.teacher.num_blocks)
+    vocab, positions = teacher.config.vocab_size, 512
+    step = b.get("width_step") or space.head_dim
+    widths = range(step, teacher.hidden_size + 1, step)
+    grid = uniform_grid(range(b.layers[0], b.layers[1] + 1), widths, teacher.num_layers, teacher.num_blocks, vocab,
+                        positions, space.ffn_ratio)
+
+    def measure(candidate) -> float:
+        return arch_latency_ms(candidate, vocab, positions, space.head_dim, space.ffn_ratio, lat.batch_size,
+                               lat.seq_len, lat.min_run_time)
+
+    if kind == "equal_params":
+        found, target = closest_in_params(encoder_params(arch, vocab, positions, ffn_ratio=space.ffn_ratio), grid,
+                                          b.tolerance), None
+    elif kind == "equal_latency":
+        target = measure(arch)
+        found = closest_in_latency(target, grid, measure, b.tolerance)
+    else:
+        raise PipelineError(f"pipeline.baselines.kinds: unknown kind {kind!r}; use equal_params and / or equal_latency")
+    log.info("%s baseline: %s%s", kind, found.describe(), "" if target is None else f" (target {target:.2f} ms)")
+    return {"layers": found.layers, "hidden": found.hidden, "blocks": found.blocks, "params": found.params,
+            "latency_ms": found.latency_ms, "target_latency_ms": target}
+
+
+def check_settings(cfg: DictConfig, root: Path) -> None:
+    """What can be checked before any step runs: the seeds, and the corpus files the steps will read."""
+    import glob
+
+    p = cfg.pipeline
+    if not list(p.get("seeds") or []):
+        raise PipelineError("pipeline.seeds is empty: give at least one fine-tuning seed, e.g. pipeline.seeds=[0,1,2]")
+    with composed(root, "train", ["paths.output_dir=.", *p.common, *p.corpus]) as train:  # as its steps compose it
+        files = train.data.get("train_files")
+    patterns = [files] if isinstance(files, str) else list(files or [])
+    missing = [f for f in patterns if not glob.glob(str(f))]
+    if missing:
+        raise PipelineError(f"the pre-training corpus {missing} matches no file: point data.train_files (for "
+                            f"data/corpus=gutenberg: NAS_BERT_GUTENBERG_DIR) at your text files, in pipeline.corpus")
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, float]:
-    """Every step in order (skipping finished ones), then the summary; returns each model's GLUE average."""
+    """Every step in order (skipping finished ones), then the report; returns each model's GLUE average."""
     out = Path(cfg.paths.output_dir)
     root = Path(cfg.paths.root_dir)
     logs = out / "logs"
     OmegaConf.save(cfg, out / "pipeline.yaml", resolve=True)
     cfg = cfg.copy()
     cfg.pipeline = step_settings(cfg)
+    check_settings(cfg, root)
     p = cfg.pipeline
+    in_process = bool(p.get("in_process"))
 
-    run_step(search_step(cfg, out), root, logs)
-    pretrain = pretrain_steps(cfg, out, selected_budgets(cfg, out))
-    for step in pretrain.values():
-        run_step(step, root, logs)
+    def run(step: Step) -> None:
+        run_step(step, root, logs, in_process)
 
-    teacher = str(cfg.teacher.name_or_path)
+    run(search_step(cfg, out))
+    models = students(cfg, out, selected_budgets(cfg, out))
+    for model in models:
+        run(pretrain_step(cfg, out, model))
+    teacher = teacher_model(cfg)
     tasks = [*p.glue_tasks, *(["squad"] if p.get("squad") else [])]  # squad: [] skips SQuAD
-    teachers = {task: finetune_step(cfg, out, "teacher", teacher, task, None) for task in tasks}
+    teachers = {task: finetune_step(cfg, out, teacher, task, p.teacher_seed, None) for task in tasks}
     for step in teachers.values():
-        run_step(step, root, logs)
-    models = {"teacher": teacher}
-    for name, step in pretrain.items():
-        models[name] = str(step.output.parent)
+        run(step)
+    for model in models:
         for task in tasks:
-            run_step(finetune_step(cfg, out, name, models[name], task, teachers[task].output.parent / "model"),
-                     root, logs)
+            for seed in p.seeds:
+                run(finetune_step(cfg, out, model, task, seed, teachers[task].output.parent / "model"))
+    from nas_bert.stages.study import write_report
 
-    columns, rows = write_summary(cfg, out, models)
-    log.info("pipeline summary: %s", out / "summary.md")
-    (out / "summary.json").write_text(json.dumps(rows, indent=2))
-    return {f"pipeline/{r['model']}/glue_avg": r["GLUE avg"] for r in rows if r.get("GLUE avg") is not None}
+    return write_report(cfg, out, [teacher, *models])

@@ -3,12 +3,15 @@ export it as a Hugging Face model directory (safetensors + tokenizer) that `from
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import re
 from functools import partial
 from pathlib import Path
 
+import lightning as L
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -25,7 +28,7 @@ from nas_bert.modeling.students import (
     uniform_arch,
 )
 from nas_bert.stages.common import build, build_trainer, finish_loggers, start_run
-from nas_bert.teacher import FrozenTeacher, resolve_model_path
+from nas_bert.teacher import FrozenTeacher, load_encoder, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +73,56 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, teacher: str) -> None:
 
 
 def supernet_checkpoint(cfg: DictConfig) -> Path | None:
-    """The checkpoint to inherit from when `student.init=supernet` (checked before any training), else None."""
+    """The checkpoint to inherit from (checked before any training), else None: `student.init=supernet`, or
+    `auto` for a searched student whose search run kept its supernet (a baseline has no path to inherit)."""
     init = cfg.student.get("init", "scratch")
-    if init not in ("scratch", "supernet"):
-        raise ValueError(f"student.init must be scratch or supernet, got {init!r}")
-    if init == "scratch":
+    if init not in ("scratch", "supernet", "auto"):
+        raise ValueError(f"student.init must be auto, scratch or supernet, got {init!r}")
+    if init == "scratch" or (init == "auto" and cfg.student.get("baseline")):
         return None
     ckpt = cfg.student.get("supernet_checkpoint")
     path = Path(ckpt) if ckpt else searched_arch(cfg)[1].parent.parent / "checkpoints" / "last.ckpt"
+    if init == "auto" and not path.is_file():
+        log.info("student.init=auto: no supernet checkpoint at %s, the student starts from scratch", path)
+        return None
     if not path.is_file():
         raise FileNotFoundError(f"student.init=supernet: no supernet checkpoint at {path}; set "
                                 f"student.supernet_checkpoint to a search run's checkpoints/last.ckpt")
     return path
 
 
+def slug(name: str) -> str:
+    """A folder name for a model path or hub id."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[-80:]
+
+
+def has_own_mlm_head(name_or_path: str) -> bool:
+    """Whether the teacher checkpoint ships a pre-trained MLM head (BERT-base does; all-MiniLM-L6-v2 does not)."""
+    try:
+        load_masked_lm(resolve_model_path(name_or_path))
+    except MissingMLMHead:
+        return False
+    return True
+
+
+def pretrain_objective(cfg: DictConfig) -> str:
+    """`model.objective`, with `auto` resolved: the paper's prediction-layer KD when the teacher has its own
+    pre-trained MLM head, representation KD when it has none (a head fitted on a frozen encoder stays near
+    unigram level, so its logits carry little signal, while the encoder's states are what it is good at)."""
+    objective = cfg.model.get("objective", "prediction")
+    if objective != "auto":
+        return objective
+    chosen = "prediction" if has_own_mlm_head(cfg.teacher.name_or_path) else "representation"
+    log.info("model.objective=auto: %s (the teacher %s a pre-trained MLM head)", chosen,
+             "has" if chosen == "prediction" else "has no")
+    return chosen
+
+
 def mlm_teacher(cfg: DictConfig, datamodule, masker: TokenMasker) -> tuple[FrozenTeacher, dict]:
     """The frozen masked-LM teacher: the checkpoint's own MLM head, the cached fitted one, or one fitted now
     (also when `mlm_head.refit`); returns it and a report of which."""
     head, name = cfg.mlm_head, cfg.teacher.name_or_path
-    head_dir = Path(head.dir) / re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[-80:]
+    head_dir = Path(head.dir) / slug(name)
     load_teacher = partial(FrozenTeacher, name, tokenizer=cfg.teacher.tokenizer,
                            loader=partial(load_masked_lm, head_dir=str(head_dir)))
 
@@ -108,6 +142,52 @@ def mlm_teacher(cfg: DictConfig, datamodule, masker: TokenMasker) -> tuple[Froze
     return teacher, report or {"mlm_head": "cached", "path": str(head_dir)}
 
 
+def budget_steps(cfg: DictConfig, trainer: L.Trainer, train_sequences: int) -> int | None:
+    """Optimizer steps for `tokens` (None: the trainer's own max_steps / max_epochs decide); a budget larger
+    than the corpus repeats it, and says so."""
+    tokens = cfg.get("tokens")
+    if tokens is None:
+        return None
+    per_step = cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches  # sequences
+    seq_len = cfg.data.max_seq_length
+    if int(tokens) < per_step * seq_len:
+        raise ValueError(f"tokens={tokens} is less than one optimizer step ({per_step} sequences x {seq_len} "
+                         f"tokens = {per_step * seq_len}); raise tokens or lower data.batch_size")
+    steps = math.ceil(int(tokens) / (per_step * seq_len))
+    corpus = train_sequences * seq_len
+    if steps * per_step > train_sequences:
+        log.warning("token budget %s exceeds the corpus (%s tokens in %d packed sequences): it is read %.1f "
+                    "times (epochs repeat)", f"{int(tokens):,}", f"{corpus:,}", train_sequences,
+                    steps * per_step / train_sequences)
+    log.info("token budget %s: %d steps of %d sequences x %d tokens", f"{int(tokens):,}", steps, per_step, seq_len)
+    return steps
+
+
+def sequences_per_rank(cfg: DictConfig, trainer: L.Trainer, train_sequences: int) -> int:
+    """How many distinct training sequences each process reads in this run (at most the corpus)."""
+    if trainer.max_steps is None or trainer.max_steps < 0:  # epochs decide: the whole corpus
+        return max(train_sequences // trainer.world_size, 1)
+    per_step = cfg.data.batch_size * trainer.accumulate_grad_batches  # per process
+    return max(min(train_sequences // trainer.world_size, trainer.max_steps * per_step), 1)
+
+
+def teacher_cache_spec(cfg: DictConfig, objective: str, sequences: int, teacher: FrozenTeacher) -> dict | None:
+    """{"dir", "capacity"} of the teacher state cache, or None when off (`teacher_cache.dir: null`) or unusable
+    (objectives other than representation mask their inputs, so the teacher's states change every step)."""
+    cache, intermediate = cfg.get("teacher_cache"), cfg.model.get("intermediate") or {}
+    if not cache or not cache.get("dir") or objective != "representation" or \
+            intermediate.get("attention_weight") or intermediate.get("minilm_weight"):
+        return None
+    resolved = Path(resolve_model_path(teacher.name_or_path))
+    identity = (resolved / "config.json").read_bytes() if (resolved / "config.json").is_file() else b""
+    digest = hashlib.sha256(str(resolved).encode() + identity).hexdigest()[:8]
+    seq_len = cfg.data.max_seq_length
+    folder = Path(cache.dir) / f"{slug(teacher.name_or_path)}-{digest}-b{teacher.num_blocks}-t{seq_len}"
+    row_bytes = (teacher.num_blocks + 1) * seq_len * teacher.hidden_size * 2  # float16
+    capacity = min(sequences, int(float(cache.max_gib) * 2**30 // row_bytes))
+    return {"dir": str(folder), "capacity": max(capacity, 1)}
+
+
 def run_pretrain(cfg: DictConfig) -> dict[str, float]:
     output_dir = start_run(cfg)
     datamodule = build(cfg.data)
@@ -115,10 +195,15 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
     check_tokenizer(tokenizer, cfg.teacher.name_or_path)
     arch = student_arch(cfg, len(tokenizer))
     inherit_from = supernet_checkpoint(cfg)
+    objective = pretrain_objective(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     masker = TokenMasker.for_tokenizer(tokenizer, cfg.mlm_probability, seed=cfg.seed)
-    teacher, report = mlm_teacher(cfg, datamodule, masker)
+    if objective == "representation":  # no MLM head needed on either side
+        teacher, report = FrozenTeacher(cfg.teacher.name_or_path, cfg.teacher.num_blocks, cfg.teacher.tokenizer,
+                                        loader=load_encoder), {"mlm_head": "not used (objective=representation)"}
+    else:
+        teacher, report = mlm_teacher(cfg, datamodule, masker)
     (output_dir / "mlm_head.json").write_text(json.dumps(report, indent=2))
 
     s = cfg.student
@@ -129,9 +214,15 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
         init = {"init": "supernet", "checkpoint": str(inherit_from),
                 **inherit_from_supernet(student, load_supernet_checkpoint(inherit_from), teacher.model)}
     (output_dir / "student_init.json").write_text(json.dumps(init, indent=2))
-    # objects passed to the partial, not to instantiate: Hydra would turn the masker dataclass into a config
-    module = build(cfg.model, _partial_=True)(student=student, teacher=teacher, masker=masker)
     trainer = build_trainer(cfg)
+    steps = budget_steps(cfg, trainer, len(datamodule.train_dataset))
+    if steps is not None:  # the token budget decides the length, whatever max_steps / max_epochs say
+        trainer.fit_loop.epoch_loop.max_steps, trainer.fit_loop.max_epochs = steps, -1
+    cache = teacher_cache_spec(cfg, objective, sequences_per_rank(cfg, trainer, len(datamodule.train_dataset)),
+                               teacher)
+    # objects passed to the partial, not to instantiate: Hydra would turn the masker dataclass into a config
+    module = build(cfg.model, _partial_=True)(student=student, teacher=teacher, masker=masker, objective=objective,
+                                              teacher_cache=cache)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics = trainer.validate(module, datamodule=datamodule)[0]

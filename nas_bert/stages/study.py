@@ -1,0 +1,97 @@
+"""The pipeline's last step: collect every fine-tuning result, measure every model's latency side by side in one
+process, and write the study report (`summary.csv` per model, task and seed; `summary.md`; plots; W&B)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from nas_bert.stages.common import instantiate_group
+from nas_bert.stages.study_report import log_report, model_summary, write_summary
+from nas_bert.stages.summary import loyalty, task_score
+
+log = logging.getLogger(__name__)
+
+
+def latest_by_seed(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The last result per (model, task, seed) of the JSON-lines results file."""
+    latest = {}
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        if line.strip():
+            row = json.loads(line)
+            latest[row["model"], row["task"], int(row.get("seed", 0))] = row
+    return latest
+
+
+def encoder_flops_of(model: Any, seq_len: int) -> int:
+    """FLOPs of one sequence through the encoder: the student's architecture, or the teacher as a uniform BERT."""
+    from transformers import AutoConfig
+
+    from nas_bert.encoder import encoder_flops
+    from nas_bert.modeling.students import uniform_arch
+    from nas_bert.teacher import resolve_model_path
+
+    if model.arch is not None:
+        return encoder_flops(model.arch, seq_len)
+    config = AutoConfig.from_pretrained(resolve_model_path(model.path))
+    ratio = config.intermediate_size // config.hidden_size
+    return encoder_flops(uniform_arch(config.num_hidden_layers, config.hidden_size, 1), seq_len, ratio)
+
+
+def measured_latency_ms(path: str, batch_size: int, seq_len: int, min_run_time: float) -> float:
+    """The exported encoder (no task head) of `path`, timed on CUDA if there is one, else the CPU."""
+    import torch
+    from transformers import AutoModel
+
+    import nas_bert.modeling  # noqa: F401  (registers the NAS-BERT Auto classes)
+    from nas_bert.search.baselines import encoder_latency_ms
+    from nas_bert.teacher import resolve_model_path
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModel.from_pretrained(resolve_model_path(path)).to(device)
+    return encoder_latency_ms(model, model.config.vocab_size, batch_size, seq_len, min_run_time)
+
+
+def study_records(models: list[Any], results: dict[tuple[str, str, int], dict], latency: dict[str, float],
+                  flops: dict[str, int]) -> list[dict[str, Any]]:
+    """One record per (model, role, budget, task, seed) with a result."""
+    records = []
+    for (name, task, seed), result in results.items():
+        model = next((m for m in models if m.name == name), None)
+        if model is None:  # a model an earlier configuration of this run folder trained
+            continue
+        for role, budget in model.roles:
+            records.append({"model": name, "role": role, "budget": budget, "params": int(result["params"]),
+                            "flops": flops[name], "latency_ms": latency[name], "task": task, "seed": seed,
+                            "score": task_score(result), "loyalty": loyalty(result)})
+    return records
+
+
+def write_report(cfg: DictConfig, out: Path, models: list[Any]) -> dict[str, float]:
+    """The report of every model with results; returns {"pipeline/<model>/glue_avg": mean over seeds}."""
+    lat = cfg.pipeline.latency
+    results = latest_by_seed(out / "finetune" / "results.jsonl")
+    trained = [m for m in models if any(name == m.name for name, _, _ in results)]
+    latency = {m.name: measured_latency_ms(m.path, lat.batch_size, lat.seq_len, lat.min_run_time) for m in trained}
+    flops = {m.name: encoder_flops_of(m, lat.seq_len) for m in trained}
+    (out / "latency.json").write_text(json.dumps({"setting": OmegaConf.to_container(lat), "latency_ms": latency},
+                                                 indent=2))
+    records = study_records(models, results, latency, flops)
+    paths = write_summary(out, records, dict(cfg.pipeline.get("goals") or {}))
+    rows = model_summary(records)
+    print(paths["markdown"].read_text())
+    loggers = instantiate_group(cfg.get("logger"))
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg.pipeline, resolve=True))
+    log_report(loggers, paths, rows)
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        wandb.finish()
+    log.info("pipeline report: %s", paths["markdown"])
+    return {f"pipeline/{r['model']}/glue_avg": r["avg"] for r in rows if r.get("avg") is not None}

@@ -1,0 +1,270 @@
+"""The report of a compression study: a teacher and, per budget, the searched student and two uniform BERT
+baselines (closest in parameters, in measured latency), fine-tuned on five GLUE tasks with several seeds.
+
+Pure functions over records (one per model, task, seed; keys STUDY_COLUMNS). A summary row is one (model, role,
+budget), so one uniform BERT may serve as both baselines or in both budgets. Non-finite scores (diverged runs)
+stay in the CSV but out of every statistic: a task's mean/std uses its finite seeds, the 5-task average only the
+seeds finite on every task (tasks averaged per seed, then mean/std across seeds, ddof=1, 0 for one seed); `issues`
+and the markdown name what was left out. A model missing a task, or with no complete seed, gets no average.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from fractions import Fraction
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from nas_bert.stages.summary import markdown
+
+TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
+ROLES = ("teacher", "searched", "equal_params", "equal_latency")
+BASELINES = ("equal_params", "equal_latency")
+STUDY_COLUMNS = ("model", "role", "budget", "params", "flops", "latency_ms", "task", "seed", "score", "loyalty")
+SUMMARY_COLUMNS = ("model", "role", "budget", "params", "flops", "latency_ms",
+                   *(k for t in TASKS for k in (t, f"{t}_std")), "avg", "avg_std", "seeds", "pct_of_teacher",
+                   "loyalty", "issues")
+DEFAULT_TARGETS: Mapping[str, float] = MappingProxyType({"1/4": 85.0, "1/10": 75.0})
+MARKERS = {"teacher": "*", "searched": "o", "equal_params": "s", "equal_latency": "^"}
+_PARSE = {"model": str, "role": str, "budget": lambda s: s or None, "params": int, "flops": int,
+          "latency_ms": float, "task": str, "seed": int, "score": float,
+          "loyalty": lambda s: float(s) if s else None}
+
+
+def _check(records: Sequence[dict[str, Any]]) -> None:
+    """ValueError for no records, an unknown role or a duplicate (model, role, budget, task, seed)."""
+    if not records:
+        raise ValueError("study report: no records (no fine-tuning result was collected)")
+    if bad := {r["role"] for r in records} - set(ROLES):
+        raise ValueError(f"study report: unknown roles {sorted(bad)} (expected {ROLES})")
+    keys = [(r["model"], r["role"], r["budget"], r["task"], r["seed"]) for r in records]
+    if len(set(keys)) < len(keys):
+        raise ValueError(f"study report: duplicate records {sorted({k for k in keys if keys.count(k) > 1})}")
+
+
+def _budget_key(budget: str | None) -> tuple[int, float, str]:
+    """The teacher (None) first, then fractional budgets largest first ("1/4" before "1/10"), then by name."""
+    try:
+        return (0, 0.0, "") if budget is None else (1, -float(Fraction(budget)), budget)
+    except (ValueError, ZeroDivisionError):
+        return (2, 0.0, budget)
+
+
+def _order(r: dict[str, Any]) -> tuple:
+    task = TASKS.index(r["task"]) if r["task"] in TASKS else len(TASKS)
+    return (_budget_key(r["budget"]), ROLES.index(r["role"]), r["model"], task, r["task"], r["seed"])
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else repr(float(value)) if isinstance(value, float) else str(value)  # exact
+
+
+def write_study_csv(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
+    """One row per record in STUDY_COLUMNS order, sorted teacher, budget, role, model, task, seed."""
+    _check(records)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(STUDY_COLUMNS)
+        writer.writerows([_cell(r[c]) for c in STUDY_COLUMNS] for r in sorted(records, key=_order))
+    return path
+
+
+def read_study_csv(path: str | Path) -> list[dict[str, Any]]:
+    """The records of `write_study_csv`, types restored (empty budget/loyalty -> None, "nan" -> NaN)."""
+    with Path(path).open(newline="") as f:
+        return [{c: _PARSE[c](row[c]) for c in STUDY_COLUMNS} for row in csv.DictReader(f)]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    a = np.asarray(values, dtype=float)
+    return (None, None) if not len(a) else (float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0)
+
+
+def _issues(scores: dict[tuple[str, int], float], seeds: list[int]) -> str:
+    """What the statistics leave out: (task, seed) runs with a non-finite score or none at all."""
+    return "; ".join(f"{t} seed {s}: {scores.get((t, s), 'no run')}" for t in TASKS
+                     for s in seeds if not math.isfinite(scores.get((t, s), math.nan)))
+
+
+def _model_row(records: list[dict[str, Any]]) -> dict[str, Any]:
+    row = {k: records[0][k] for k in ("model", "role", "budget", "params", "flops", "latency_ms")}
+    scores = {(r["task"], r["seed"]): r["score"] for r in records}
+    seeds = sorted({r["seed"] for r in records})
+    for task in TASKS:
+        finite = [scores[task, s] for s in seeds if math.isfinite(scores.get((task, s), math.nan))]
+        row[task], row[f"{task}_std"] = _mean_std(finite)
+    complete = [s for s in seeds if all(math.isfinite(scores.get((t, s), math.nan)) for t in TASKS)]
+    row["avg"], row["avg_std"] = _mean_std([float(np.mean([scores[t, s] for t in TASKS])) for s in complete])
+    row["seeds"] = len(complete)
+    loyal = [r["loyalty"] for r in records if r["loyalty"] is not None]
+    row["loyalty"] = float(np.mean(loyal)) if loyal else None
+    row["issues"] = _issues(scores, seeds)
+    return row
+
+
+def model_summary(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row (SUMMARY_COLUMNS) per (model, role, budget), in report order, with `pct_of_teacher`."""
+    _check(records)
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in sorted(records, key=_order):
+        groups.setdefault((r["model"], r["role"], r["budget"]), []).append(r)
+    rows = [_model_row(group) for group in groups.values()]
+    teachers = [row for row in rows if row["role"] == "teacher"]
+    if len(teachers) > 1:
+        raise ValueError(f"study report: more than one teacher: {[t['model'] for t in teachers]}")
+    ref = teachers[0]["avg"] if teachers else None
+    for row in rows:
+        row["pct_of_teacher"] = 100 * row["avg"] / ref if ref and row["avg"] is not None else None
+    return [{c: row[c] for c in SUMMARY_COLUMNS} for row in rows]
+
+
+def _goal(budget: str, rows: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
+    """The searched student of one budget against the target and both baselines; `note` says what is missing."""
+    by_role = {r["role"]: r for r in rows}
+    if len(by_role) < len(rows):
+        raise ValueError(f"study report: budget {budget} has a role twice: {[r['role'] for r in rows]}")
+    searched = by_role.get("searched", {"model": None, "avg": None, "pct_of_teacher": None})
+    avg, pct = searched["avg"], searched["pct_of_teacher"]
+    goal = {"budget": budget, "target": target, "searched": searched["model"], "pct_of_teacher": pct,
+            "meets_target": None if pct is None or target is None else pct >= target,
+            "evaluable": pct is not None and target is not None}
+    for role in BASELINES:
+        base = by_role.get(role, {}).get("avg")
+        known = avg is not None and base is not None
+        goal[f"beats_{role}"], goal[f"margin_{role}"] = (avg >= base, avg - base) if known else (None, None)
+    goal["note"] = ("no searched student" if "searched" not in by_role else "searched student has no average"
+                    if avg is None else "no teacher average" if pct is None else "" if target is not None
+                    else "no target")
+    return goal
+
+
+def goals(records: Sequence[dict[str, Any]], targets: Mapping[str, float] = DEFAULT_TARGETS) -> list[dict[str, Any]]:
+    """Per budget: the searched student's % of teacher, whether it meets the target, whether its mean average is
+    >= each baseline's (`beats_<role>`, `margin_<role>` in points); unknown parts None, `evaluable` False."""
+    rows = [r for r in model_summary(records) if r["role"] != "teacher"]
+    budgets = sorted({r["budget"] for r in rows} | set(targets), key=_budget_key)
+    return [_goal(b, [r for r in rows if r["budget"] == b], targets.get(b)) for b in budgets]
+
+
+def _pm(mean: float | None, std: float | None) -> str | None:
+    return None if mean is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    """summary.markdown of display rows, columns in the rows' key order."""
+    return markdown(list(rows[0]), rows) if rows else "(nothing to report)\n"
+
+
+def _model_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"model": r["model"], "role": r["role"], "budget": r["budget"],
+                      **{t: _pm(r[t], r[f"{t}_std"]) for t in TASKS}, "average": _pm(r["avg"], r["avg_std"]),
+                      "seeds": r["seeds"], "% of teacher": r["pct_of_teacher"], "params (M)": r["params"] / 1e6,
+                      "FLOPs (G)": r["flops"] / 1e9, "latency (ms)": float(r["latency_ms"]),
+                      "loyalty %": r["loyalty"]} for r in rows]
+
+
+def _verdict(ok: bool | None, margin: float | None = None) -> str | None:
+    return None if ok is None else ("yes" if ok else "no") + ("" if margin is None else f" ({margin:+.2f})")
+
+
+def _goal_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"budget": g["budget"], "searched": g["searched"], "target (% of teacher)": g["target"],
+                      "% of teacher": g["pct_of_teacher"], "meets target": _verdict(g["meets_target"]),
+                      ">= equal params": _verdict(g["beats_equal_params"], g["margin_equal_params"]),
+                      ">= equal latency": _verdict(g["beats_equal_latency"], g["margin_equal_latency"]),
+                      "note": g["note"]} for g in rows]
+
+
+def summary_markdown(records: Sequence[dict[str, Any]], targets: Mapping[str, float] = DEFAULT_TARGETS) -> str:
+    """The per-model table (mean ± std over seeds), what it leaves out, then the goals table."""
+    rows = model_summary(records)
+    parts = ["## Models (GLUE dev score, mean ± std over seeds)\n", _table(_model_table(rows))]
+    issues = [f"- {r['model']} ({r['role']}, {r['budget'] or '-'}): {r['issues']}" for r in rows if r["issues"]]
+    if issues:
+        parts += ["Left out of the statistics:\n", "\n".join(issues) + "\n"]
+    parts += ["## Goals (searched student per budget; margins in points)\n",
+              _table(_goal_table(goals(records, targets)))]
+    return "\n".join(parts)
+
+
+def _axes() -> tuple[Figure, Any]:
+    fig = Figure(figsize=(8, 5))  # no pyplot: nothing global (backend, open figures) changes
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_score_vs_latency(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """5-task average (error bars: std over seeds) against measured latency; marker = role, colour = budget."""
+    rows = [r for r in model_summary(records) if r["avg"] is not None]
+    budgets = sorted({r["budget"] for r in rows if r["budget"] is not None}, key=_budget_key)
+    colours = {None: "black"} | {b: f"C{i}" for i, b in enumerate(budgets)}
+    fig, ax = _axes()
+    for r in rows:
+        ax.errorbar(r["latency_ms"], r["avg"], yerr=r["avg_std"], marker=MARKERS[r["role"]], capsize=3,
+                    color=colours[r["budget"]], markersize=15 if r["role"] == "teacher" else 8, linestyle="none")
+        ax.annotate(r["model"], (r["latency_ms"], r["avg"]), textcoords="offset points", xytext=(6, 5), fontsize=8)
+    roles = [role for role in ROLES if any(r["role"] == role for r in rows)]
+    handles = [Line2D([], [], marker=MARKERS[role], color="black" if role == "teacher" else "grey",
+                      linestyle="none", label=role.replace("_", " ")) for role in roles]
+    handles += [Line2D([], [], marker="s", color=colours[b], linestyle="none", label=f"budget {b}") for b in budgets]
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    ax.set(xlabel="measured latency (ms)", ylabel="GLUE average over 5 tasks (dev)",
+           title="Score vs latency (error bars: std over seeds)")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_task_bars(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Grouped bars per task and for the average, one bar per model, error bars = std over seeds."""
+    rows = model_summary(records)
+    keys, x, width = (*TASKS, "avg"), np.arange(len(TASKS) + 1), 0.8 / len(rows)
+    fig, ax = _axes()
+    for i, r in enumerate(rows):
+        label = f"{r['model']} ({', '.join(filter(None, (r['budget'], r['role'].replace('_', ' '))))})"
+        ax.bar(x - 0.4 + (i + 0.5) * width, [math.nan if r[k] is None else r[k] for k in keys], width, label=label,
+               yerr=[r[f"{k}_std"] or 0.0 for k in keys], capsize=2, error_kw={"elinewidth": 0.8})
+    ax.set_xticks(x, [*TASKS, "average"])
+    ax.set(ylabel="GLUE dev score", title="Scores per task (error bars: std over seeds)")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.07))
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def write_summary(out_dir: str | Path, records: Sequence[dict[str, Any]],
+                  targets: Mapping[str, float] = DEFAULT_TARGETS) -> dict[str, Path]:
+    """`summary.csv` (per record), `summary.md`, `score_vs_latency.png`, `task_scores.png` in `out_dir`."""
+    out = Path(out_dir)
+    paths = {"csv": write_study_csv(out / "summary.csv", records), "markdown": out / "summary.md",
+             "score_vs_latency": plot_score_vs_latency(records, out / "score_vs_latency.png"),
+             "task_scores": plot_task_bars(records, out / "task_scores.png")}
+    paths["markdown"].write_text(summary_markdown(records, targets))
+    return paths
+
+
+def log_report(loggers: Iterable[Any], paths: Mapping[str, Path], rows: Sequence[dict[str, Any]]) -> None:
+    """Both plots as images (loggers with `log_image`), the model_summary rows as `study/summary` (`log_table`)."""
+    for logger in loggers:
+        if hasattr(logger, "log_image"):
+            logger.log_image(key="study/score_vs_latency", images=[str(paths["score_vs_latency"])])
+            logger.log_image(key="study/task_scores", images=[str(paths["task_scores"])])
+        if hasattr(logger, "log_table"):
+            logger.log_table(key="study/summary", columns=list(SUMMARY_COLUMNS),
+                             data=[[r[c] for c in SUMMARY_COLUMNS] for r in rows])
