@@ -14,7 +14,8 @@ conf/experiment/finetune_glue.yaml, conf/trainer/default.yaml):
     AdamW (Trainer's default, betas 0.9/0.999, eps 1e-8), lr 5e-5, weight decay 0.01 (biases and
     LayerNorms not decayed), 50 linear warm-up steps then linear decay to 0, gradient clipping 1.0,
     3 epochs, batch 32 per device (evaluation too), max length 128, fp32 (`--bf16`: bf16 autocast as
-    conf/trainer/gpu.yaml), seed = the run seed (`--seeds`).
+    conf/trainer/gpu.yaml), seed = the run seed (`--seeds`), training batches grouped by length (Trainer's
+    `train_sampling_strategy="group_by_length"`, as the project's `data.group_by_length`; `--no-group-by-length` for plain shuffling).
 The dev set is evaluated whole after every epoch. Scores are GLUE x100: accuracy (RTE, SST-2), mean of
 F1 and accuracy (MRPC), mean of Pearson and Spearman (STS-B), Matthews correlation (CoLA), computed with
 scikit-learn / scipy. `score_best` is the best epoch (what the project's summary reports), `score_final`
@@ -67,7 +68,7 @@ from nas_bert.data.glue.features import subsample
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
 METRICS = ("accuracy", "f1", "pearson", "spearman", "mcc")
 SETTINGS = ("data_seed", "epochs", "max_steps", "lr", "batch_size", "max_length", "weight_decay",
-            "warmup_steps", "bf16")
+            "warmup_steps", "bf16", "group_by_length")
 COLUMNS = ["name", "model", "task", "seed", "train_examples", "eval_examples", *SETTINGS, "steps",
            "score_best", "best_epoch", "score_final", "epoch_scores", *METRICS, "seconds", "torch",
            "transformers", "machine", "date"]
@@ -91,6 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--warmup-steps", type=int, default=50)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (the project's GPU trainer config)")
+    p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True,
+                   help="training batches of similar lengths (the project's data.group_by_length)")
     args = p.parse_args(argv)
     for flag in ("max_train_samples", "batch_size", "max_length"):
         value = getattr(args, flag)
@@ -186,6 +189,7 @@ def fine_tune(model_dir: Path, task: GlueTask, seed: int, args: argparse.Namespa
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, lr_scheduler_type="linear",
         max_grad_norm=1.0, bf16=args.bf16, seed=seed, eval_strategy="epoch", logging_strategy="epoch",
         save_strategy="no", report_to="none", disable_tqdm=True,
+        train_sampling_strategy="group_by_length" if args.group_by_length else "random",
         dataloader_pin_memory=torch.cuda.is_available())
     trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=dev,
                       processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),

@@ -72,9 +72,19 @@ def test_glue_distillation_logs_every_metric_and_loyalty(tiny_teacher_dir, cache
     data = glue_data("stsb", tiny_teacher_dir, cache_dir)
     teacher = frozen(tiny_bert(BertForSequenceClassification, seed=1, num_labels=1), tmp_path / "teacher")
     model = tiny_bert(BertForSequenceClassification, num_labels=1)
-    module = GlueFineTuning(model, "stsb", optimizer=partial(torch.optim.AdamW, lr=1e-3), teacher=teacher)
+    logits_file = tmp_path / "logits" / "stsb.pt"
+    module = GlueFineTuning(model, "stsb", optimizer=partial(torch.optim.AdamW, lr=1e-3), teacher=teacher,
+                            teacher_logits_file=str(logits_file))
     fit = trainer(tmp_path, max_epochs=2)
     fit.fit(module, datamodule=data)
+    saved = torch.load(logits_file, weights_only=True)  # complete after the first epoch: kept for later runs
+    torch.testing.assert_close(saved, module.teacher_cache.rows)
+    later = GlueFineTuning(tiny_bert(BertForSequenceClassification, num_labels=1), "stsb", teacher=teacher,
+                           optimizer=partial(torch.optim.AdamW, lr=1e-3), teacher_logits_file=str(logits_file))
+    teacher.model.forward = None  # a later run never calls the teacher on training examples
+    later.teacher_cache.load(logits_file)
+    batch = next(iter(data.train_dataloader()))
+    torch.testing.assert_close(later.teacher_logits(batch, train=True), saved[batch["idx"]])
     metrics = fit.callback_metrics
     dev = len(data.eval_datasets["validation"])
     assert int(metrics["val/glue/stsb/num_examples"]) == dev

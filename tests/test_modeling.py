@@ -218,3 +218,17 @@ def test_trainer_runs_one_step(tmp_path: Path) -> None:
     )
     result = Trainer(model=model, args=args, train_dataset=dataset).train()
     assert result.global_step == 1 and math.isfinite(result.training_loss)
+
+
+def test_mean_pooling_classifier_ignores_padding_and_is_saved(tmp_path: Path) -> None:
+    config = NasBertConfig.from_arch(ARCH, vocab_size=VOCAB, max_position_embeddings=MAX_POS, head_dim=16,
+                                     num_labels=2, classifier_pooling="mean")
+    model = NasBertForSequenceClassification(config).eval()
+    ids = torch.randint(5, VOCAB, (1, 6))
+    padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(1, 6), torch.zeros(1, 3)], dim=1).long()
+    torch.testing.assert_close(model(padded, attention_mask=mask).logits, model(ids).logits)  # (attention masks keys)
+    model.save_pretrained(tmp_path)
+    assert NasBertForSequenceClassification.from_pretrained(tmp_path).pooler.pooling == "mean"
+    with pytest.raises(ValueError, match="classifier_pooling"):
+        NasBertConfig(classifier_pooling="max")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas_bert.data.loading import ResumableSampler, make_loader
+from nas_bert.data.loading import LengthGroupedSampler, ResumableSampler, make_loader
 from nas_bert.distill.masking import TokenMasker
 from nas_bert.utils.resume import RngStates
 
@@ -46,6 +46,21 @@ def test_sampler_orders_depend_on_seed_and_epoch_and_ranks_are_disjoint():
     assert order(0, 0) == order(0, 0) and order(0, 0) != order(0, 1) and order(0, 0) != order(1, 0)
     shards = [order(0, 1, r, 2) for r in (0, 1)]
     assert not set(shards[0]) & set(shards[1]) and sorted(shards[0] + shards[1]) == data
+
+
+def test_length_grouped_order_is_the_shuffle_sorted_within_groups_and_resumes():
+    data, lengths = list(range(24)), [(7 * i) % 11 for i in range(24)]
+    shuffled = ResumableSampler(data, num_replicas=1, rank=0, shuffle=True, seed=5)
+    grouped = LengthGroupedSampler(data, lengths, group_size=8, num_replicas=1, rank=0, shuffle=True, seed=5)
+    order = list(grouped)
+    assert order == [i for g in range(0, 24, 8) for i in sorted(list(shuffled)[g: g + 8], key=lambda i: -lengths[i])]
+    it = iter(grouped)
+    head = [next(it) for _ in range(5)]
+    again = LengthGroupedSampler(data, lengths, group_size=8, num_replicas=1, rank=0, shuffle=True, seed=5)
+    again.load_state_dict(grouped.state_dict())
+    assert head + list(again) == order
+    loader = make_loader(data, 4, True, torch.utils.data.default_collate, lengths=lengths, length_groups=2)
+    assert isinstance(loader.sampler, LengthGroupedSampler) and sorted(torch.cat(list(loader)).tolist()) == data
 
 
 def test_make_loader_state_round_trip():

@@ -3,12 +3,16 @@
 loss = (1 - lambda) * task loss + lambda * KD, KD = T^2 * KL(teacher || student) on the logits
 (MSE for regression). The teacher is a `FrozenTeacher` of a model fine-tuned on the same task; its
 training logits are computed on the fly and kept by example index, so each example is run through the
-teacher once (the cache). Without a teacher, plain fine-tuning.
+teacher once (the cache). With `teacher_logits_file` the complete cache is saved after the first epoch and
+read by later runs on the same training set (every seed and student of a study). Without a teacher, plain
+fine-tuning.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -20,6 +24,7 @@ from nas_bert.distill import soft_cross_entropy
 from nas_bert.lit.optim import configure_optimization
 from nas_bert.teacher import FrozenTeacher
 
+log = logging.getLogger(__name__)
 Batch = dict[str, torch.Tensor]
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -46,6 +51,18 @@ class TeacherLogitCache:
         self.rows[idx.cpu()] = fresh.detach().cpu()
         return fresh
 
+    def complete(self, size: int) -> bool:
+        """Whether every one of `size` examples has its logits."""
+        return self.rows is not None and len(self.rows) == size and not torch.isnan(self.rows).any()
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.rows, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)  # a run killed while saving leaves no partial file
+
+    def load(self, path: Path) -> None:
+        self.rows = torch.load(path, weights_only=True)
+
 
 def task_kd_loss(student: torch.Tensor, teacher: torch.Tensor, regression: bool, temperature: float) -> torch.Tensor:
     """KD term on (B, C) logits: T^2 * KL(teacher || student), or MSE for regression."""
@@ -59,7 +76,10 @@ class TaskDistillation(L.LightningModule):
 
     def __init__(self, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, teacher: FrozenTeacher | None = None,
-                 kd_weight: float = 0.5, temperature: float = 1.0, cache_teacher_logits: bool = True) -> None:
+                 kd_weight: float = 0.5, temperature: float = 1.0, cache_teacher_logits: bool = True,
+                 teacher_logits_file: str | None = None) -> None:
+        """`teacher_logits_file`: where the complete logit cache is kept for later runs on the same training set
+        (the stage names it after the teacher and the training set's fingerprint); None = this run only."""
         super().__init__()
         if not 0.0 <= kd_weight <= 1.0 or temperature <= 0:
             raise ValueError(f"kd_weight must be in [0, 1] and temperature > 0, got {kd_weight}, {temperature}")
@@ -70,6 +90,20 @@ class TaskDistillation(L.LightningModule):
         self.kd_weight = kd_weight if teacher is not None else 0.0
         self.temperature = temperature
         self.teacher_cache = TeacherLogitCache() if cache_teacher_logits else None
+        self.teacher_logits_file = Path(teacher_logits_file) if teacher_logits_file and self.teacher_cache else None
+
+    def on_fit_start(self) -> None:
+        if self.teacher_logits_file is not None and self.teacher_logits_file.is_file():
+            self.teacher_cache.load(self.teacher_logits_file)
+            log.info("teacher logits of the training set read from %s", self.teacher_logits_file)
+
+    def on_train_epoch_end(self) -> None:
+        file, data = self.teacher_logits_file, self.trainer.datamodule
+        if file is None or file.is_file() or data is None or not self.trainer.is_global_zero:
+            return
+        if self.teacher_cache.complete(len(data.train_dataset)):  # (under DDP each rank sees its share: never)
+            self.teacher_cache.save(file)
+            log.info("teacher logits of the %d training examples saved to %s", len(data.train_dataset), file)
 
     def run_teacher(self, batch: Batch) -> Any:
         """The teacher's output on the batch's inputs (no grad, on the batch's device)."""
@@ -89,8 +123,9 @@ class GlueFineTuning(TaskDistillation):
     def __init__(self, model: nn.Module, task: str, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, teacher: FrozenTeacher | None = None,
                  kd_weight: float = 0.5, temperature: float = 1.0, cache_teacher_logits: bool = True,
-                 eval_names: list[str] | None = None) -> None:
-        super().__init__(model, optimizer, scheduler, teacher, kd_weight, temperature, cache_teacher_logits)
+                 eval_names: list[str] | None = None, teacher_logits_file: str | None = None) -> None:
+        super().__init__(model, optimizer, scheduler, teacher, kd_weight, temperature, cache_teacher_logits,
+                         teacher_logits_file)
         from nas_bert.metrics import GlueMetrics, canonical_task
 
         self.task = canonical_task(task)

@@ -19,6 +19,9 @@ from nas_bert.arch import MHA, Arch, ArchitectureError, BlockArch
 DERIVED_KEYS = ("layers", "hidden_size", "embedding_size", "num_hidden_layers")
 
 
+POOLINGS = ("cls", "mean")
+
+
 def default_arch() -> Arch:
     """The architecture used when none is given: BERT-base's layout (12 x (mha, ffn) at width 768)."""
     return Arch(blocks=(BlockArch(768, ("mha", "ffn") * 12),))
@@ -41,6 +44,7 @@ class NasBertConfig(PreTrainedConfig):
     ffn_ratio: int = 4
     hidden_dropout_prob: float | int = 0.1
     classifier_dropout: float | int | None = None
+    classifier_pooling: str = "cls"  # sequence classification reads the first token (BERT) or the mean of all (SBERT)
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = True
@@ -61,6 +65,8 @@ class NasBertConfig(PreTrainedConfig):
                     f"NasBertConfig: block of width {block.hidden} has an mha op but is not divisible by "
                     f"head_dim={self.head_dim}"
                 )
+        if self.classifier_pooling not in POOLINGS:
+            raise ValueError(f"NasBertConfig: classifier_pooling={self.classifier_pooling!r}; use one of {POOLINGS}")
         derived = {key: kwargs.pop(key) for key in DERIVED_KEYS if key in kwargs}
         super().__post_init__(**kwargs)
         for key, value in derived.items():  # values read back from config.json must agree with `arch`

@@ -148,15 +148,22 @@ class NasBertForMaskedLM(NasBertPreTrainedModel):
 
 
 class NasBertPooler(nn.Module):
-    """BERT pooler: dense + tanh on the first token's hidden state."""
+    """BERT pooler: dense + tanh on the first token's hidden state, or (`mean`) on the mean of the real tokens'."""
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, pooling: str = "cls") -> None:
         super().__init__()
         self.dense = nn.Linear(hidden, hidden)
         self.activation = nn.Tanh()
+        self.pooling = pooling
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.dense(hidden_states[:, 0]))  # (B, T, H) -> (B, H)
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pooling == "mean":
+            weights = (torch.ones(hidden_states.shape[:2], device=hidden_states.device) if attention_mask is None
+                       else attention_mask.to(hidden_states.dtype))[..., None]  # (B, T, 1)
+            pooled = (hidden_states * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, H)
+        else:
+            pooled = hidden_states[:, 0]  # (B, H)
+        return self.activation(self.dense(pooled))
 
 
 class NasBertForSequenceClassification(NasBertPreTrainedModel):
@@ -167,7 +174,7 @@ class NasBertForSequenceClassification(NasBertPreTrainedModel):
         self.num_labels = config.num_labels
         self.nas_bert = NasBertModel(config)
         h = config.hidden_size
-        self.pooler = NasBertPooler(h)
+        self.pooler = NasBertPooler(h, config.classifier_pooling)
         drop = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(drop)
         self.classifier = nn.Linear(h, config.num_labels)
@@ -185,7 +192,7 @@ class NasBertForSequenceClassification(NasBertPreTrainedModel):
         """`logits` (B, num_labels); `labels` (B,) ints, (B,) floats for regression or (B, L) multi-label."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         out = self.nas_bert(input_ids, attention_mask, token_type_ids, output_hidden_states, return_dict=True)
-        pooled = self.pooler(out.last_hidden_state)  # (B, H)
+        pooled = self.pooler(out.last_hidden_state, attention_mask)  # (B, H)
         logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
         loss = None
         if labels is not None:

@@ -3,6 +3,7 @@ optional task KD from a fine-tuned teacher; export it, and add its scores to the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
 from nas_bert.data.glue import GlueDataModule, write_glue_submission
 from nas_bert.data.squad import SquadDataModule
@@ -34,11 +35,17 @@ def task_head(datamodule: GlueDataModule | SquadDataModule) -> tuple[type, dict[
     raise TypeError(f"fine-tuning needs a GlueDataModule or a SquadDataModule as data, got {type(datamodule).__name__}")
 
 
-def load_task_model(path: str, datamodule: Any, setting: str) -> torch.nn.Module:
+def load_task_model(path: str, datamodule: Any, setting: str, pooling: str | None = None) -> torch.nn.Module:
     """The model to fine-tune from a directory or hub id; a head of another shape (e.g. an MNLI checkpoint for
-    RTE / STS-B) is re-initialised."""
+    RTE / STS-B) is re-initialised. `pooling` (cls | mean) sets a NAS-BERT classifier's pooling."""
     auto_class, head = task_head(datamodule)
     resolved = resolve_model_path(path, "model", setting)
+    if pooling is not None:
+        model_type = AutoConfig.from_pretrained(resolved).model_type
+        if model_type != "nas_bert":
+            raise ValueError(f"finetune.classifier_pooling applies to NAS-BERT students; {path} is a {model_type!r} "
+                             f"model, which pools as it was built: set finetune.classifier_pooling=null for it")
+        head["classifier_pooling"] = pooling
     try:
         return auto_class.from_pretrained(resolved, ignore_mismatched_sizes=True, **head)
     except OSError as err:
@@ -57,6 +64,19 @@ def load_task_teacher(path: str, datamodule: Any) -> FrozenTeacher:
     return teacher
 
 
+def teacher_logits_file(cfg: DictConfig, datamodule: Any) -> str | None:
+    """Where the fine-tuned teacher's logits on this training set are kept for every run that distils from it:
+    named after the teacher's weights (path, size, time) and the training set's fingerprint. GLUE only."""
+    ft = cfg.finetune
+    if not (ft.get("teacher_path") and ft.get("teacher_logits_dir") and isinstance(datamodule, GlueDataModule)):
+        return None
+    resolved = Path(resolve_model_path(ft.teacher_path, "model", "finetune.teacher_path"))
+    weights = sorted(resolved.glob("*.safetensors")) + sorted(resolved.glob("*.bin")) if resolved.is_dir() else []
+    stamp = [f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights]
+    key = "|".join([str(resolved), *stamp, datamodule.train_dataset._fingerprint])
+    return str(Path(ft.teacher_logits_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt")
+
+
 def parameter_count(model: torch.nn.Module) -> int:
     """Parameters of the encoder (the base model, without the task head)."""
     return sum(p.numel() for p in getattr(model, "base_model", model).parameters())
@@ -71,9 +91,11 @@ def run_finetune(cfg: DictConfig) -> dict[str, float]:
     if ft.get("predict_test") and not isinstance(datamodule, GlueDataModule):
         raise ValueError("finetune.predict_test writes GLUE-server files: it applies to GLUE tasks only; set it false")
     setting = "finetune.init_from" if ft.init_from else "finetune.model_path"
-    model = load_task_model(ft.init_from or ft.model_path, datamodule, setting)
+    pooling = ft.get("classifier_pooling") if isinstance(datamodule, GlueDataModule) else None
+    model = load_task_model(ft.init_from or ft.model_path, datamodule, setting, pooling)
     teacher = load_task_teacher(ft.teacher_path, datamodule) if ft.get("teacher_path") else None
-    module = build(cfg.model, model=model, teacher=teacher)
+    extra = {"teacher_logits_file": logits_file} if (logits_file := teacher_logits_file(cfg, datamodule)) else {}
+    module = build(cfg.model, model=model, teacher=teacher, **extra)
     trainer = build_trainer(cfg)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -71,6 +71,8 @@ class GlueDataModule(L.LightningDataModule):
         num_proc: processes for tokenization (``datasets`` ``num_proc``).
         include_test: also tokenize and serve the unlabelled test splits (for GLUE-server submissions).
         hub_dataset: Hub dataset used when ``data_dir`` is ``None``.
+        group_by_length: training batches of similar lengths (groups of 50 batches sorted by length, in a
+            random order), so dynamic padding pads little: about half the tokens on GLUE at batch 32.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class GlueDataModule(L.LightningDataModule):
         num_proc: int | None = None,
         include_test: bool = True,
         hub_dataset: str = "nyu-mll/glue",
+        group_by_length: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -110,6 +113,7 @@ class GlueDataModule(L.LightningDataModule):
         self.seed = int(seed)
         self.num_proc = num_proc
         self.include_test = bool(include_test)
+        self.group_by_length = bool(group_by_length)
         self._test_splits = self._find_test_splits() if include_test else ()
         if self.data_dir is not None:  # fail early on a wrong directory or a missing train/dev file
             for split in ("train", *self._task.validation_splits):
@@ -169,7 +173,9 @@ class GlueDataModule(L.LightningDataModule):
             self._datasets = self._build()
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._require("train"), self.batch_size, shuffle=True)
+        train = self._require("train")
+        lengths = [len(ids) for ids in train["input_ids"]] if self.group_by_length else None
+        return self._loader(train, self.batch_size, shuffle=True, lengths=lengths)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         return self._loaders(self.eval_split_names)
@@ -201,9 +207,10 @@ class GlueDataModule(L.LightningDataModule):
         loaders = [self._loader(self._require(s), self.eval_batch_size, shuffle=False) for s in splits]
         return loaders[0] if len(loaders) == 1 else loaders
 
-    def _loader(self, dataset: datasets.Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: datasets.Dataset, batch_size: int, shuffle: bool,
+                lengths: list[int] | None = None) -> DataLoader:
         items = dataset.with_format(None, columns=LOADER_COLUMNS)  # dicts of Python lists / numbers
-        return make_loader(items, batch_size, shuffle, self._collator, self.num_workers, self.trainer)
+        return make_loader(items, batch_size, shuffle, self._collator, self.num_workers, self.trainer, lengths)
 
     # ------------------------------------------------------------------ pipeline
     def _find_test_splits(self) -> tuple[str, ...]:
