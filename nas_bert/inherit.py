@@ -113,3 +113,31 @@ def inherit_embeddings(embeddings: nn.Module, in_proj: nn.Module, width: int, te
     if "token_type" in copied:  # every token gets exactly one token-type row: the bias goes there
         embeddings.token_type.weight.add_(b)
     return f"projected from the teacher: {', '.join(copied)}" if copied else "fresh (teacher tables do not match)"
+
+
+@torch.no_grad()
+def inherit_teacher_embeddings(student: nn.Module, teacher: nn.Module) -> str:
+    """The teacher's embedding tables projected onto their top principal directions (PCA of the word
+    embeddings, width D -> the student's h_0): any student starts from what the teacher's tokens mean, without
+    a supernet (the `student.init` of uniform baselines). The student's embedding LayerNorm rescales them."""
+    embeddings = (student.nas_bert if hasattr(student, "nas_bert") else student).encoder.embeddings
+    width = embeddings.word.weight.shape[1]
+    source = next((m.embeddings for m in (teacher, getattr(teacher, "base_model", None))
+                   if hasattr(getattr(m, "embeddings", None), "word_embeddings")), None)
+    if source is None or source.word_embeddings.weight.shape[1] < width:
+        return "fresh (the teacher has no embedding tables of at least the student's width)"
+    words = source.word_embeddings.weight.float()  # (V, D)
+    mean = words.mean(dim=0)
+    _, _, v = torch.linalg.svd(words - mean, full_matrices=False)
+    basis = v[:width].T  # (D, h_0): the top principal directions
+    tables = {"word": "word_embeddings", "position": "position_embeddings", "token_type": "token_type_embeddings"}
+    copied = []
+    for ours, theirs in tables.items():
+        target, table = getattr(embeddings, ours), getattr(source, theirs, None)
+        if table is None or table.weight.shape[0] < target.weight.shape[0]:
+            continue
+        centred = table.weight[: target.weight.shape[0]].float() - (mean if ours == "word" else 0.0)
+        target.weight.copy_(centred @ basis)
+        copied.append(ours)
+    return f"teacher PCA ({width} of {words.shape[1]} dims): {', '.join(copied)}"
+

@@ -7,7 +7,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from nas_bert.arch import Arch, ArchitectureError, BlockArch
-from nas_bert.inherit import inherit_from_supernet, load_supernet_checkpoint
+from nas_bert.inherit import inherit_from_supernet, inherit_teacher_embeddings, load_supernet_checkpoint
 from nas_bert.modeling import NasBertConfig, NasBertModel
 from nas_bert.supernet import Supernet
 
@@ -67,6 +67,25 @@ def test_embeddings_come_from_the_teacher_through_block_0(supernet):
     torch.testing.assert_close(student.encoder.embeddings.word.weight, expected)
     torch.testing.assert_close(student.encoder.embeddings.token_type.weight,
                                teacher.embeddings.token_type_embeddings.weight @ proj.weight.T + proj.bias)
+
+
+def test_teacher_embeddings_are_its_principal_directions():
+    """At the teacher's width the projection is a rotation of the centred words (their Gram matrix is kept);
+    narrower, it keeps the directions of largest variance first."""
+    torch.manual_seed(2)
+    teacher = BertModel(BertConfig(vocab_size=100, hidden_size=D, num_hidden_layers=1, num_attention_heads=4,
+                                   intermediate_size=64, max_position_embeddings=32))
+    words = teacher.embeddings.word_embeddings.weight
+    centred = words - words.mean(0)
+    full = student_for(Arch(blocks=(BlockArch(D, ("mha", "ffn")),)))
+    assert inherit_teacher_embeddings(full, teacher).startswith("teacher PCA")
+    ours = full.encoder.embeddings.word.weight
+    torch.testing.assert_close(ours @ ours.T, centred @ centred.T, atol=1e-4, rtol=1e-4)
+    narrow = student_for(Arch(blocks=(BlockArch(8, ("mha", "ffn")),)))
+    inherit_teacher_embeddings(narrow, teacher)
+    variances = narrow.encoder.embeddings.word.weight.var(0)  # (8,): decreasing
+    assert torch.all(variances[:-1] >= variances[1:] - 1e-6)
+    assert variances.sum() > 8 / D * centred.var(0).sum()  # more than an average 8 of the D directions
 
 
 def test_an_architecture_outside_the_space_is_refused(supernet):

@@ -19,7 +19,7 @@ from nas_bert.arch import Arch
 from nas_bert.distill.masking import TokenMasker
 from nas_bert.distill.mlm_head import EncoderWithMLMHead, MissingMLMHead, fit_mlm_head, load_masked_lm
 from nas_bert.encoder import encoder_params
-from nas_bert.inherit import inherit_from_supernet, load_supernet_checkpoint
+from nas_bert.inherit import inherit_from_supernet, inherit_teacher_embeddings, load_supernet_checkpoint
 from nas_bert.modeling.students import (
     build_student,
     equal_size_baseline,
@@ -72,23 +72,31 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, teacher: str) -> None:
         )
 
 
-def supernet_checkpoint(cfg: DictConfig) -> Path | None:
-    """The checkpoint to inherit from (checked before any training), else None: `student.init=supernet`, or
-    `auto` for a searched student whose search run kept its supernet (a baseline has no path to inherit)."""
+INITS = ("auto", "scratch", "supernet", "teacher_embeddings")
+
+
+def student_init(cfg: DictConfig) -> tuple[str, Path | None]:
+    """How the student starts (checked before any training) and the supernet checkpoint when it inherits one.
+
+    `supernet`: the search run's supernet weights for the path; `teacher_embeddings`: the teacher's embedding
+    tables projected to the student's width (PCA), the rest fresh; `scratch`: all fresh (the paper); `auto`:
+    supernet for a searched student whose search run kept its supernet, else teacher_embeddings (a baseline
+    has no path in the supernet)."""
     init = cfg.student.get("init", "scratch")
-    if init not in ("scratch", "supernet", "auto"):
-        raise ValueError(f"student.init must be auto, scratch or supernet, got {init!r}")
-    if init == "scratch" or (init == "auto" and cfg.student.get("baseline")):
-        return None
+    if init not in INITS:
+        raise ValueError(f"student.init must be one of {', '.join(INITS)}, got {init!r}")
+    if init in ("scratch", "teacher_embeddings") or (init == "auto" and cfg.student.get("baseline")):
+        return ("teacher_embeddings" if init == "auto" else init), None
     ckpt = cfg.student.get("supernet_checkpoint")
     path = Path(ckpt) if ckpt else searched_arch(cfg)[1].parent.parent / "checkpoints" / "last.ckpt"
     if init == "auto" and not path.is_file():
-        log.info("student.init=auto: no supernet checkpoint at %s, the student starts from scratch", path)
-        return None
+        log.info("student.init=auto: no supernet checkpoint at %s, the student starts from the teacher's "
+                 "embeddings", path)
+        return "teacher_embeddings", None
     if not path.is_file():
         raise FileNotFoundError(f"student.init=supernet: no supernet checkpoint at {path}; set "
                                 f"student.supernet_checkpoint to a search run's checkpoints/last.ckpt")
-    return path
+    return "supernet", path
 
 
 def slug(name: str) -> str:
@@ -194,7 +202,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
     tokenizer = datamodule.tokenizer
     check_tokenizer(tokenizer, cfg.teacher.name_or_path)
     arch = student_arch(cfg, len(tokenizer))
-    inherit_from = supernet_checkpoint(cfg)
+    init, inherit_from = student_init(cfg)
     objective = pretrain_objective(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -209,11 +217,13 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
     s = cfg.student
     student = build_student(arch, vocab_size=len(tokenizer), max_positions=s.max_positions, head_dim=s.head_dim,
                             ffn_ratio=s.ffn_ratio, dropout=s.dropout)
-    init = {"init": "scratch"}
-    if inherit_from is not None:
-        init = {"init": "supernet", "checkpoint": str(inherit_from),
-                **inherit_from_supernet(student, load_supernet_checkpoint(inherit_from), teacher.model)}
-    (output_dir / "student_init.json").write_text(json.dumps(init, indent=2))
+    report = {"init": init}
+    if init == "supernet":
+        report |= {"checkpoint": str(inherit_from),
+                   **inherit_from_supernet(student, load_supernet_checkpoint(inherit_from), teacher.model)}
+    elif init == "teacher_embeddings":
+        report["embeddings"] = inherit_teacher_embeddings(student, teacher.model)
+    (output_dir / "student_init.json").write_text(json.dumps(report, indent=2))
     trainer = build_trainer(cfg)
     steps = budget_steps(cfg, trainer, len(datamodule.train_dataset))
     if steps is not None:  # the token budget decides the length, whatever max_steps / max_epochs say
