@@ -1,5 +1,6 @@
-"""`python search.py +pipeline=cpu_demo debug=fast`: every stage chained on a tiny teacher as separate processes (the
-process boundary is the point), the summary, skipping on re-run, and the steps it plans."""
+"""`python search.py +pipeline=cpu_demo debug=fast`: every stage chained on a tiny teacher from the command line (the
+process boundary is the point; the steps run in that process), the report, skipping on re-run, the steps it plans,
+and the settings refused before any step runs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers.runs import GLUE, TINY_BUDGETS, compose_config, run_script
 
 from nas_bert.modeling.students import uniform_arch
@@ -35,7 +37,7 @@ def pipeline_args(tmp_path: Path, teacher: Path, *common: str) -> list[str]:
 def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_teacher_dir, caplog):
     pipe = tmp_path / "pipe"
     first = run_script("search.py", tmp_path, "+pipeline=cpu_demo", "debug=fast", f"hydra.run.dir={pipe}",
-                       *pipeline_args(tmp_path, tiny_teacher_dir))
+                       "pipeline.in_process=true", *pipeline_args(tmp_path, tiny_teacher_dir))
     assert first.returncode == 0, first.stderr[-3000:]
     rows = {r["model"]: r for r in csv.DictReader(open(pipe / "summary.csv"))}  # one per (model, task, seed)
     assert set(rows) == {"teacher", "nas-bert-debug_40pct"}
@@ -46,9 +48,11 @@ def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_tea
     assert rows["nas-bert-debug_40pct"]["role"] == "searched" and rows["nas-bert-debug_40pct"]["budget"] == "debug_40pct"
     assert (pipe / "score_vs_latency.png").is_file() and (pipe / "task_scores.png").is_file()
     assert list(pipe.glob("wandb/offline-run-*"))  # the summary table's W&B run
-    assert "debug=fast" in (pipe / "search" / ".hydra" / "overrides.yaml").read_text()  # every step ran under it
+    search = yaml.safe_load((pipe / "search" / "config.yaml").read_text())
+    assert search["search"]["shrinking"]["candidates_per_bin"] == 4  # every step ran under debug=fast
+    assert (pipe / "logs" / "finetune" / "teacher_rte_s0.log").read_text()  # each step's log in its own file
 
-    # the same pipeline again (in process: its steps are processes anyway) runs nothing but the summary
+    # the same pipeline again runs nothing but the report
     again = compose_config("search", pipe, "+pipeline=cpu_demo", "logger=csv",
                            *pipeline_args(tmp_path, tiny_teacher_dir, "debug=fast"))
     with caplog.at_level(logging.INFO, logger="nas_bert.stages.pipeline"):
