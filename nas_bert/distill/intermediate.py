@@ -6,6 +6,11 @@
 * Sentence embedding: the mean-pooled last states, the student's through the last boundary's
   projection, matched by cosine or MSE: the pooling a Sentence-BERT teacher (all-MiniLM-L6-v2) was
   trained with, so the student learns the embedding the teacher is good at.
+* `relation` instead of mse / cosine compares similarity structure, with no projection: the cosine
+  similarities between the tokens of each sequence (hidden states) or between the sequences of the batch
+  (sentence embeddings), student against teacher. A projection can absorb a badly conditioned student space
+  (e.g. one large direction shared by every token), which then fine-tunes poorly; relations shape the
+  student's own space, the one its task head reads.
 * TinyBERT attention-score MSE: every student MHA layer is matched with a teacher layer of its
   block (spread evenly over the block's teacher layers) on the scaled scores q k^T / sqrt(d).
 * MiniLM: the last student MHA layer's attention distribution and value relation
@@ -131,13 +136,33 @@ def default_relation_heads(widths: list[int], teacher_hidden: int, teacher_heads
     return max(r for r in range(1, teacher_heads + 1) if common % r == 0)
 
 
-LOSSES = {"mse": masked_mse, "cosine": masked_cosine}
+def cosine_relations(x: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities between the rows of x: (B, T, H) -> (B, T, T), or (B, H) -> (B, B); fp32."""
+    x = torch.nn.functional.normalize(x.float(), dim=-1)
+    return x @ x.transpose(-1, -2)
 
 
-def loss_function(name: str, setting: str):
-    if name not in LOSSES:
-        raise ValueError(f"{setting}={name!r} is not a loss here; use one of {sorted(LOSSES)}")
-    return LOSSES[name]
+def token_relation_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MSE of the token-token cosine similarities of (B, T, H) and (B, T, D) states, over real token pairs."""
+    return masked_score_mse(cosine_relations(teacher)[:, None], cosine_relations(student)[:, None], mask)
+
+
+def sequence_relation_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None
+                          ) -> torch.Tensor:
+    """MSE of the sequence-sequence cosine similarities of (B, H) and (B, D) embeddings (the batch's pairs)."""
+    return (cosine_relations(student) - cosine_relations(teacher)).pow(2).mean()
+
+
+PAIRED_LOSSES = {"mse": masked_mse, "cosine": masked_cosine}  # through a projection to the teacher's width
+RELATION = "relation"
+
+
+def loss_function(name: str, setting: str, relation):
+    if name == RELATION:
+        return relation
+    if name not in PAIRED_LOSSES:
+        raise ValueError(f"{setting}={name!r} is not a loss here; use one of {sorted(PAIRED_LOSSES)} or relation")
+    return PAIRED_LOSSES[name]
 
 
 class IntermediateDistillation(nn.Module):
@@ -157,8 +182,9 @@ class IntermediateDistillation(nn.Module):
             raise ValueError("representation / intermediate KD weights must be >= 0")
         self.hidden_weight, self.attention_weight, self.minilm_weight = hidden_weight, attention_weight, minilm_weight
         self.embedding_weight, self.last_boundary_weight = embedding_weight, last_boundary_weight
-        self.hidden_loss = loss_function(hidden_loss, "hidden_loss")
-        self.embedding_loss = loss_function(embedding_loss, "embedding_loss")
+        self.hidden_loss = loss_function(hidden_loss, "hidden_loss", token_relation_mse)
+        self.embedding_loss = loss_function(embedding_loss, "embedding_loss", sequence_relation_mse)
+        self.hidden_projected, self.embedding_projected = hidden_loss != RELATION, embedding_loss != RELATION
         num_blocks = len(arch.blocks)
         if teacher_layers % num_blocks:
             raise ArchitectureError(
@@ -167,7 +193,8 @@ class IntermediateDistillation(nn.Module):
             )
         self.teacher_layers, self.layers_per_block = teacher_layers, teacher_layers // num_blocks
         widths = [arch.embed_size] + [block.hidden for block in arch.blocks]
-        projected = widths if hidden_weight else widths[-1:] if embedding_weight else []
+        projected = (widths if hidden_weight and self.hidden_projected else
+                     widths[-1:] if embedding_weight and self.embedding_projected else [])
         self.projections = nn.ModuleList(nn.Linear(w, teacher_hidden) for w in projected)  # the last is the last boundary
         mha_blocks = [n for n, block in enumerate(arch.blocks) for op in block.ops if op == MHA]
         if (attention_weight or minilm_weight) and not mha_blocks:
@@ -224,14 +251,16 @@ class IntermediateDistillation(nn.Module):
         parts: dict[str, torch.Tensor] = {}
         last = self.teacher_layers
         if self.hidden_weight:
+            projections = self.projections if self.hidden_projected else [nn.Identity()] * len(student_states)
             terms = torch.stack([self.hidden_loss(proj(s), teacher_states[n * self.layers_per_block], mask)
-                                 for n, (proj, s) in enumerate(zip(self.projections, student_states))])
+                                 for n, (proj, s) in enumerate(zip(projections, student_states))])
             weights = torch.ones_like(terms)
             weights[-1] = self.last_boundary_weight
             parts["hidden"] = (terms * weights).sum() / weights.sum()
             parts["hidden_last"] = terms[-1].detach()
         if self.embedding_weight:
-            student = mean_pool(self.projections[-1](student_states[-1]), mask)  # (B, D)
+            last_state = self.projections[-1](student_states[-1]) if self.embedding_projected else student_states[-1]
+            student = mean_pool(last_state, mask)  # (B, D), or (B, H_N) for relations
             parts["embedding"] = self.embedding_loss(student, mean_pool(teacher_states[last], mask))
         r = self.relation_heads
         layers = self.teacher_layers_used()

@@ -51,9 +51,10 @@ class TeacherLogitCache:
         self.rows[idx.cpu()] = fresh.detach().cpu()
         return fresh
 
-    def complete(self, size: int) -> bool:
-        """Whether every one of `size` examples has its logits."""
-        return self.rows is not None and len(self.rows) == size and not torch.isnan(self.rows).any()
+    def complete(self, indices: torch.Tensor) -> bool:
+        """Whether every example of `indices` (N,) has its logits."""
+        return (self.rows is not None and int(indices.max()) < len(self.rows)
+                and not torch.isnan(self.rows[indices]).any())
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,9 +102,10 @@ class TaskDistillation(L.LightningModule):
         file, data = self.teacher_logits_file, self.trainer.datamodule
         if file is None or file.is_file() or data is None or not self.trainer.is_global_zero:
             return
-        if self.teacher_cache.complete(len(data.train_dataset)):  # (under DDP each rank sees its share: never)
+        indices = torch.as_tensor(data.train_dataset["idx"])  # example ids in the split (a subset: not 0..N-1)
+        if self.teacher_cache.complete(indices):  # (under DDP each rank sees its share: never)
             self.teacher_cache.save(file)
-            log.info("teacher logits of the %d training examples saved to %s", len(data.train_dataset), file)
+            log.info("teacher logits of the %d training examples saved to %s", len(indices), file)
 
     def run_teacher(self, batch: Batch) -> Any:
         """The teacher's output on the batch's inputs (no grad, on the batch's device)."""

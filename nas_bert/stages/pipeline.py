@@ -50,6 +50,9 @@ class Model:
     roles: list[tuple[str, str | None]] = field(default_factory=list)  # every (role, budget) it stands for
 
 
+STUDENT_MAX_POSITIONS = 512  # conf/train.yaml student.max_positions: the position table counted in a baseline's size
+
+
 class PipelineError(RuntimeError):
     """A step failed; the steps before it are kept and skipped when the pipeline is run again."""
 
@@ -123,11 +126,12 @@ def debug_choice() -> str | None:
 
 def step_settings(cfg: DictConfig) -> DictConfig:
     """`cfg.pipeline`, for a debug run with `debug=<name>` added to every step and without the step sizes
-    (`pretrain`, `finetune`, `tokens`), which would override the debug sizes."""
+    (`pretrain`, `finetune`, `task_overrides`, `tokens`), which would override the debug sizes."""
     p = cfg.pipeline.copy()
     debug = debug_choice()
     if debug:
-        p.common, p.pretrain, p.finetune, p.tokens = [*p.common, f"debug={debug}"], [], [], None
+        p.common, p.pretrain, p.finetune = [*p.common, f"debug={debug}"], [], []
+        p.task_overrides, p.tokens = {}, None
     return p
 
 
@@ -225,7 +229,7 @@ def choose_baseline(cfg: DictConfig, arch: Any, kind: str) -> dict[str, Any]:
 
     b, lat, space = cfg.pipeline.baselines, cfg.pipeline.latency, cfg.space
     teacher = FrozenTeacher(cfg.teacher.name_or_path, cfg.teacher.num_blocks)
-    vocab, positions = teacher.config.vocab_size, 512
+    vocab, positions = teacher.config.vocab_size, STUDENT_MAX_POSITIONS
     step = b.get("width_step") or space.head_dim
     widths = range(step, teacher.hidden_size + 1, step)
     grid = uniform_grid(range(b.layers[0], b.layers[1] + 1), widths, teacher.num_layers, teacher.num_blocks, vocab,
