@@ -18,8 +18,10 @@ from nas_bert.distill.intermediate import (
     masked_relation_kl,
     masked_score_mse,
     relation_scores,
+    sequence_relation_mse,
     teacher_qkv,
     teacher_qkv_modules,
+    token_relation_mse,
 )
 from nas_bert.distill.mlm_head import load_masked_lm
 from nas_bert.lit import PretrainDistillation
@@ -161,3 +163,23 @@ def test_bad_settings_are_named():
         IntermediateDistillation(ARCH, 48, 4, 4, attention_weight=1.0, relation_heads=5)
     with pytest.raises(ValueError, match=">= 0"):
         IntermediateDistillation(ARCH, 48, 4, 4, hidden_weight=-1.0)
+
+
+def test_relation_losses_compare_similarity_structure_without_projections():
+    """A rotated and rescaled copy of the teacher's states has the teacher's relations (loss 0) at any width;
+    a space dominated by one shared direction does not. Relations need no projection to the teacher's width."""
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 6, 48)  # (B, T, D)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    rotation, _ = torch.linalg.qr(torch.randn(48, 48))
+    student = 3.0 * teacher @ rotation  # same relations
+    assert float(token_relation_mse(student, teacher, mask)) == pytest.approx(0.0, abs=1e-10)
+    shared = teacher[..., :32] + 10.0  # (B, T, 32): every token close to one direction
+    assert float(token_relation_mse(shared, teacher, mask)) > 0.1
+    pooled = torch.randn(5, 48)
+    assert float(sequence_relation_mse(pooled @ rotation, pooled)) == pytest.approx(0.0, abs=1e-10)
+    terms = IntermediateDistillation(ARCH, 48, 4, 4, hidden_weight=1.0, embedding_weight=1.0,
+                                     hidden_loss="relation", embedding_loss="relation")
+    assert len(terms.projections) == 0
+    with pytest.raises(ValueError, match="hidden_loss='l1'.*relation"):
+        IntermediateDistillation(ARCH, 48, 4, 4, hidden_weight=1.0, hidden_loss="l1")

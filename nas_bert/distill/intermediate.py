@@ -176,11 +176,14 @@ class IntermediateDistillation(nn.Module):
     def __init__(self, arch: Arch, teacher_hidden: int, teacher_layers: int, teacher_heads: int,
                  hidden_weight: float = 0.0, attention_weight: float = 0.0, minilm_weight: float = 0.0,
                  relation_heads: int | None = None, last_boundary_weight: float = 1.0, hidden_loss: str = "mse",
-                 embedding_weight: float = 0.0, embedding_loss: str = "cosine") -> None:
+                 embedding_weight: float = 0.0, embedding_loss: str = "cosine", minilm_layer: int | None = None) -> None:
         super().__init__()
         if min(hidden_weight, attention_weight, minilm_weight, embedding_weight, last_boundary_weight) < 0:
             raise ValueError("representation / intermediate KD weights must be >= 0")
         self.hidden_weight, self.attention_weight, self.minilm_weight = hidden_weight, attention_weight, minilm_weight
+        self.minilm_layer = teacher_layers - 1 if minilm_layer is None else int(minilm_layer)
+        if not 0 <= self.minilm_layer < teacher_layers:
+            raise ValueError(f"minilm_layer={minilm_layer} is not a layer of the {teacher_layers}-layer teacher")
         self.embedding_weight, self.last_boundary_weight = embedding_weight, last_boundary_weight
         self.hidden_loss = loss_function(hidden_loss, "hidden_loss", token_relation_mse)
         self.embedding_loss = loss_function(embedding_loss, "embedding_loss", sequence_relation_mse)
@@ -215,8 +218,9 @@ class IntermediateDistillation(nn.Module):
 
     @property
     def needs_teacher_layers(self) -> bool:
-        """Whether a term reads teacher states other than the block boundaries (its q / k / v)."""
-        return bool(self.attention_weight or self.minilm_weight)
+        """Whether a term reads teacher states other than the block boundaries: attention scores, or MiniLM
+        relations of a layer whose input is not a boundary (the first layer of a block reads one)."""
+        return bool(self.attention_weight) or bool(self.minilm_weight and self.minilm_layer % self.layers_per_block)
 
     def boundary_layers(self) -> list[int]:
         """The teacher hidden-state indices of the block boundaries: 0, L / N, .., L."""
@@ -240,7 +244,7 @@ class IntermediateDistillation(nn.Module):
     def teacher_layers_used(self) -> set[int]:
         """The teacher layers whose q/k/v the attention terms compare with."""
         layers = set(self.teacher_layer_for()) if self.attention_weight else set()
-        return layers | ({self.teacher_layers - 1} if self.minilm_weight else set())
+        return layers | ({self.minilm_layer} if self.minilm_weight else set())
 
     def forward(self, student_states: list[torch.Tensor], student_qkv: dict[str, torch.Tensor],
                 teacher_states: Mapping[int, torch.Tensor] | Sequence[torch.Tensor], teacher: nn.Module | None,
@@ -274,7 +278,7 @@ class IntermediateDistillation(nn.Module):
             parts["attention_mse"] = torch.stack(terms).mean()
         if self.minilm_weight:
             q, k, v = student_qkv[f"s{len(self.mha_blocks) - 1}"].chunk(3, dim=-1)
-            tq, tk, tv = (teacher[f"t{last - 1}.{part}"] for part in ("query", "key", "value"))
+            tq, tk, tv = (teacher[f"t{self.minilm_layer}.{part}"] for part in ("query", "key", "value"))
             parts["minilm_attention"] = masked_relation_kl(relation_scores(tq, tk, r), relation_scores(q, k, r), mask)
             parts["minilm_value"] = masked_relation_kl(relation_scores(tv, tv, r), relation_scores(v, v, r), mask)
         weighted = ((self.hidden_weight, "hidden"), (self.attention_weight, "attention_mse"),

@@ -182,9 +182,11 @@ def sequences_per_rank(cfg: DictConfig, trainer: L.Trainer, train_sequences: int
 def teacher_cache_spec(cfg: DictConfig, objective: str, sequences: int, teacher: FrozenTeacher) -> dict | None:
     """{"dir", "capacity"} of the teacher state cache, or None when off (`teacher_cache.dir: null`) or unusable
     (objectives other than representation mask their inputs, so the teacher's states change every step)."""
-    cache, intermediate = cfg.get("teacher_cache"), cfg.model.get("intermediate") or {}
-    if not cache or not cache.get("dir") or objective != "representation" or \
-            intermediate.get("attention_weight") or intermediate.get("minilm_weight"):
+    cache, terms = cfg.get("teacher_cache"), cfg.model.get("intermediate") or {}
+    minilm_layer = terms.get("minilm_layer")
+    reads_layers = terms.get("attention_weight") or (terms.get("minilm_weight") and (
+        minilm_layer is None or minilm_layer % teacher.layers_per_block))  # states the cache does not hold
+    if not cache or not cache.get("dir") or objective != "representation" or reads_layers:
         return None
     resolved = Path(resolve_model_path(teacher.name_or_path))
     identity = (resolved / "config.json").read_bytes() if (resolved / "config.json").is_file() else b""
