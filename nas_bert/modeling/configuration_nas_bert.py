@@ -19,7 +19,7 @@ from nas_bert.arch import MHA, Arch, ArchitectureError, BlockArch
 DERIVED_KEYS = ("layers", "hidden_size", "embedding_size", "num_hidden_layers")
 
 
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "pair")
 
 
 def default_arch() -> Arch:
@@ -44,7 +44,8 @@ class NasBertConfig(PreTrainedConfig):
     ffn_ratio: int = 4
     hidden_dropout_prob: float | int = 0.1
     classifier_dropout: float | int | None = None
-    classifier_pooling: str = "cls"  # sequence classification reads the first token (BERT) or the mean of all (SBERT)
+    classifier_pooling: str = "cls"  # the classifier reads the first token (BERT), the mean of all (SBERT), or for
+    # sentence pairs each segment's mean as [u, v, |u - v|, u * v] (`pair`, SBERT's classifier features)
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = True

@@ -147,22 +147,38 @@ class NasBertForMaskedLM(NasBertPreTrainedModel):
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
 
 
+def masked_mean(hidden_states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The mean of (B, T, H) states over the tokens where (B, T) `weights` is 1: (B, H)."""
+    w = weights.to(hidden_states.dtype)[..., None]  # (B, T, 1)
+    return (hidden_states * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+
 class NasBertPooler(nn.Module):
-    """BERT pooler: dense + tanh on the first token's hidden state, or (`mean`) on the mean of the real tokens'."""
+    """dense + tanh on a pooled vector: the first token's state (`cls`, BERT), the mean of the real tokens'
+    (`mean`, as Sentence-BERT models pool), or for sentence pairs (`pair`) the means u, v of the two segments
+    (token types 0 and 1) as [u, v, |u - v|, u * v], Sentence-BERT's classifier features, so a pair task can
+    compare the two sentences' embeddings directly (single sentences: v = u)."""
 
     def __init__(self, hidden: int, pooling: str = "cls") -> None:
         super().__init__()
-        self.dense = nn.Linear(hidden, hidden)
+        self.dense = nn.Linear(4 * hidden if pooling == "pair" else hidden, hidden)
         self.activation = nn.Tanh()
         self.pooling = pooling
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.pooling == "mean":
-            weights = (torch.ones(hidden_states.shape[:2], device=hidden_states.device) if attention_mask is None
-                       else attention_mask.to(hidden_states.dtype))[..., None]  # (B, T, 1)
-            pooled = (hidden_states * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, H)
-        else:
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        real = torch.ones(hidden_states.shape[:2], device=hidden_states.device) if attention_mask is None \
+            else attention_mask.float()  # (B, T)
+        if self.pooling == "cls":
             pooled = hidden_states[:, 0]  # (B, H)
+        elif self.pooling == "mean":
+            pooled = masked_mean(hidden_states, real)
+        else:
+            second = real * (token_type_ids.float() if token_type_ids is not None else torch.zeros_like(real))
+            single = second.sum(1, keepdim=True) == 0  # (B, 1): no second segment
+            u = masked_mean(hidden_states, real - second)
+            v = torch.where(single, u, masked_mean(hidden_states, second))
+            pooled = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)  # (B, 4H)
         return self.activation(self.dense(pooled))
 
 
@@ -192,7 +208,7 @@ class NasBertForSequenceClassification(NasBertPreTrainedModel):
         """`logits` (B, num_labels); `labels` (B,) ints, (B,) floats for regression or (B, L) multi-label."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         out = self.nas_bert(input_ids, attention_mask, token_type_ids, output_hidden_states, return_dict=True)
-        pooled = self.pooler(out.last_hidden_state, attention_mask)  # (B, H)
+        pooled = self.pooler(out.last_hidden_state, attention_mask, token_type_ids)  # (B, H)
         logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
         loss = None
         if labels is not None:
