@@ -19,6 +19,7 @@ from nas_bert.modeling import (
     NasBertForSequenceClassification,
     NasBertModel,
 )
+from nas_bert.modeling.modeling_nas_bert import NasBertPooler
 
 ARCH = Arch(blocks=(BlockArch(32, ("mha", "ffn", "identity")), BlockArch(48, ("sepconv3", "mha", "ffn"))))
 VOCAB, MAX_POS = 1000, 64
@@ -232,3 +233,18 @@ def test_mean_pooling_classifier_ignores_padding_and_is_saved(tmp_path: Path) ->
     assert NasBertForSequenceClassification.from_pretrained(tmp_path).pooler.pooling == "mean"
     with pytest.raises(ValueError, match="classifier_pooling"):
         NasBertConfig(classifier_pooling="max")
+
+
+def test_pair_pooling_reads_each_segment_and_falls_back_to_one():
+    pooler = NasBertPooler(4, "pair")
+    states = torch.arange(24, dtype=torch.float).view(1, 6, 4)  # (B, T, H)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0]])
+    types = torch.tensor([[0, 0, 1, 1, 1, 0]])
+    captured = {}
+    pooler.dense.register_forward_hook(lambda module, args, out: captured.update(x=args[0]))
+    pooler(states, mask, types)
+    u, v = states[0, :2].mean(0), states[0, 2:5].mean(0)
+    torch.testing.assert_close(captured["x"][0], torch.cat([u, v, (u - v).abs(), u * v]))
+    pooler(states, mask, None)  # one sentence: v = u
+    u = states[0, :5].mean(0)
+    torch.testing.assert_close(captured["x"][0], torch.cat([u, u, torch.zeros(4), u * u]))
