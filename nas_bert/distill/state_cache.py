@@ -96,7 +96,9 @@ class TeacherStateCache:
             out[:, present] = torch.from_numpy(self.states[rows].astype(np.float32)).transpose(0, 1)
         if missing:
             fresh = compute(torch.tensor(missing, device=input_ids.device))
-            computed = torch.stack([fresh[layer].float().cpu() for layer in self.layers])  # (N + 1, R, T, D)
+            # float16 as stored: a step sees the same states whether they were computed now or read back, so a
+            # run (and a resumed one) does not depend on what the cache already holds
+            computed = torch.stack([fresh[layer].cpu().half().float() for layer in self.layers])  # (N + 1, R, T, D)
             out[:, missing] = computed
             self.store([keys[i] for i in missing], computed, t)
         return {layer: out[n].to(input_ids.device) for n, layer in enumerate(self.layers)}
