@@ -121,3 +121,17 @@ def test_two_process_evaluation_counts_every_example_once(tiny_teacher_dir, cach
     metrics = run_ddp_eval(qa, squad, tmp_path)
     assert metrics["val/squad/total"] == len(squad.eval_examples)
     assert 0.0 <= metrics["val/squad/label_loyalty"] <= 1.0 and "val/squad/f1_loyalty" in metrics
+
+
+def test_the_task_head_can_learn_at_a_scaled_rate():
+    model = tiny_bert(BertForSequenceClassification, num_labels=2)
+    module = GlueFineTuning(model, "rte", optimizer=partial(torch.optim.AdamW, lr=1e-4), head_lr_scale=20.0)
+    module.trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    head = {id(p) for n, p in model.named_parameters() if not n.startswith("bert.")}
+    rates = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert rates.keys() == {id(p) for p in model.parameters()}  # every parameter once
+    assert all(rates[i] == pytest.approx(2e-3) for i in head)
+    assert all(lr == 1e-4 for i, lr in rates.items() if i not in head)
+    with pytest.raises(ValueError, match="head_lr_scale"):
+        GlueFineTuning(model, "rte", optimizer=partial(torch.optim.AdamW, lr=1e-4), head_lr_scale=0.0)

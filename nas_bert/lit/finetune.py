@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_bert.distill import soft_cross_entropy
-from nas_bert.lit.optim import configure_optimization
+from nas_bert.lit.optim import configure_optimization, weight_decay_groups
 from nas_bert.teacher import FrozenTeacher
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,11 @@ class TaskDistillation(L.LightningModule):
     def __init__(self, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, teacher: FrozenTeacher | None = None,
                  kd_weight: float = 0.5, temperature: float = 1.0, cache_teacher_logits: bool = True,
-                 teacher_logits_file: str | None = None) -> None:
+                 teacher_logits_file: str | None = None, head_lr_scale: float = 1.0) -> None:
         """`teacher_logits_file`: where the complete logit cache is kept for later runs on the same training set
-        (the stage names it after the teacher and the training set's fingerprint); None = this run only."""
+        (the stage names it after the teacher and the training set's fingerprint); None = this run only.
+        `head_lr_scale`: the task head's learning rate over the base model's (a fresh head on a small encoder
+        learns slowly at the encoder's rate)."""
         super().__init__()
         if not 0.0 <= kd_weight <= 1.0 or temperature <= 0:
             raise ValueError(f"kd_weight must be in [0, 1] and temperature > 0, got {kd_weight}, {temperature}")
@@ -92,6 +94,9 @@ class TaskDistillation(L.LightningModule):
         self.temperature = temperature
         self.teacher_cache = TeacherLogitCache() if cache_teacher_logits else None
         self.teacher_logits_file = Path(teacher_logits_file) if teacher_logits_file and self.teacher_cache else None
+        if head_lr_scale <= 0:
+            raise ValueError(f"head_lr_scale must be > 0, got {head_lr_scale}")
+        self.head_lr_scale = head_lr_scale
 
     def on_fit_start(self) -> None:
         if self.teacher_logits_file is not None and self.teacher_logits_file.is_file():
@@ -112,7 +117,16 @@ class TaskDistillation(L.LightningModule):
         return self.teacher(**{k: batch[k] for k in INPUTS if k in batch})
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return configure_optimization(self.model, self.trainer, self.optimizer_factory, self.scheduler_factory)
+        groups = None
+        if self.head_lr_scale != 1.0:  # the fresh task head (all but the base model) learns at a scaled rate
+            base, lr = self.model.base_model, getattr(self.optimizer_factory, "keywords", {}).get("lr")
+            if lr is None:
+                raise ValueError("head_lr_scale scales the optimizer's lr: give it as a keyword of the optimizer "
+                                 "(e.g. functools.partial(torch.optim.AdamW, lr=1e-4))")
+            lr *= self.head_lr_scale
+            groups = weight_decay_groups(base) + weight_decay_groups(self.model, skip=base, lr=lr)
+        return configure_optimization(self.model, self.trainer, self.optimizer_factory, self.scheduler_factory,
+                                      groups)
 
 
 class GlueFineTuning(TaskDistillation):
@@ -125,9 +139,10 @@ class GlueFineTuning(TaskDistillation):
     def __init__(self, model: nn.Module, task: str, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, teacher: FrozenTeacher | None = None,
                  kd_weight: float = 0.5, temperature: float = 1.0, cache_teacher_logits: bool = True,
-                 eval_names: list[str] | None = None, teacher_logits_file: str | None = None) -> None:
+                 eval_names: list[str] | None = None, teacher_logits_file: str | None = None,
+                 head_lr_scale: float = 1.0) -> None:
         super().__init__(model, optimizer, scheduler, teacher, kd_weight, temperature, cache_teacher_logits,
-                         teacher_logits_file)
+                         teacher_logits_file, head_lr_scale)
         from nas_bert.metrics import GlueMetrics, canonical_task
 
         self.task = canonical_task(task)
