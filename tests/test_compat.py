@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from helpers.runs import TINY_BUDGETS, run_stage
+from omegaconf import OmegaConf
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from nas_bert.arch import Arch
@@ -16,6 +17,7 @@ from nas_bert.encoder import encoder_params
 from nas_bert.inherit import inherit_from_supernet, load_supernet_checkpoint
 from nas_bert.modeling.students import build_student, load_searched_arch
 from nas_bert.stages.search import run_search
+from nas_bert.stages.upgrade import upgrade_config
 
 OLD = Path(__file__).resolve().parent / "fixtures" / "v0_1_0"
 
@@ -59,3 +61,13 @@ def test_an_old_search_run_is_selected_from_and_its_recipe_reruns(tmp_path, tiny
               *teacher, f"search.select_from={old}")
     assert sorted(p.stem for p in (tmp_path / "reselect" / "architectures").glob("*.yaml")) == [
         "debug_40pct", "debug_90pct"]
+
+
+def test_an_old_pretraining_recipe_keeps_its_loss():
+    def objective(**model) -> str | None:
+        cfg = OmegaConf.create({"model": {"_target_": "nas_bert.lit.PretrainDistillation", **model}})
+        return upgrade_config(cfg).model.get("objective")
+
+    assert objective(intermediate={"hidden_weight": 1.0}) == "both"
+    assert objective(intermediate={"hidden_weight": 0.0}) == "prediction" and objective() == "prediction"
+    assert objective(objective="representation") == "representation"  # a new recipe is left alone

@@ -83,7 +83,8 @@ def test_supernet_killed_twice_resumes_exactly(tmp_path, tiny_teacher_dir):
 def test_student_pretraining_killed_twice_resumes_exactly(tmp_path, tiny_teacher_dir):
     """Dropout on, MLM masks drawn in the step, the representation terms' projections trained too."""
     common = [*tiny(tiny_teacher_dir, tmp_path / "cache", f"student.arch_file={ARCH}", "student.max_positions=128",
-                    "model.objective=both", "model.intermediate.hidden_weight=1.0"),
+                    "model.objective=both", "model.intermediate.hidden_weight=1.0",
+                    "model.intermediate.hidden_loss=mse"),
               "trainer.max_steps=9", "callbacks.model_checkpoint.every_n_train_steps=1"]
     full, killed = run_killed_and_full(tmp_path, run_pretrain, "train", common)
     assert_same_end(tmp_path, full, killed, steps=9)

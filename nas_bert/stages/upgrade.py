@@ -26,9 +26,25 @@ def upgrade_targets(node: Any) -> None:
             upgrade_targets(value)
 
 
+PRETRAIN_MODULE = "nas_bert.lit.PretrainDistillation"
+
+
+def upgrade_objective(cfg: DictConfig) -> None:
+    """A pre-training recipe saved before `model.objective` existed keeps its loss: the prediction loss, plus its
+    intermediate terms (`both`) when it had a hidden-state weight."""
+    model = cfg.get("model")
+    if model is None or model.get("_target_") != PRETRAIN_MODULE or "objective" in model:
+        return
+    with open_dict(model):
+        model.objective = "both" if (model.get("intermediate") or {}).get("hidden_weight") else "prediction"
+    log.warning("config from nas-bert 0.1: model.objective=%s (the loss it was saved with)", model.objective)
+
+
 def upgrade_config(cfg: DictConfig) -> DictConfig:
-    """`cfg` with 0.1's classes and `data` keys renamed (`RENAMED_TARGETS`, `RENAMED_KEYS`), in place."""
+    """`cfg` with 0.1's classes and `data` keys renamed (`RENAMED_TARGETS`, `RENAMED_KEYS`) and its pre-training
+    objective made explicit, in place."""
     upgrade_targets(cfg)
+    upgrade_objective(cfg)
     data = cfg.get("data")
     old = [key for key in RENAMED_KEYS if data is not None and key in data]
     with open_dict(cfg):
