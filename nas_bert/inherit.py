@@ -94,13 +94,18 @@ def inherit_from_supernet(student: nn.Module, supernet: Supernet, teacher: nn.Mo
     return report
 
 
+def teacher_embedding_module(teacher: nn.Module) -> nn.Module | None:
+    """The BERT-style embeddings (word / position / token-type tables) of a teacher, its encoder or base model."""
+    candidates = (teacher, getattr(teacher, "encoder", None), getattr(teacher, "base_model", None))
+    return next((m.embeddings for m in candidates if hasattr(getattr(m, "embeddings", None), "word_embeddings")),
+                None)
+
+
 def inherit_embeddings(embeddings: nn.Module, in_proj: nn.Module, width: int, teacher: nn.Module | None) -> str:
     """Teacher tables (rows x D) mapped through block 0's in-projection into the student's (rows x h_0)."""
     if teacher is None:
         return "fresh (no teacher given)"
-    candidates = (teacher, getattr(teacher, "encoder", None), getattr(teacher, "base_model", None))
-    source = next((m.embeddings for m in candidates if hasattr(getattr(m, "embeddings", None), "word_embeddings")),
-                  None)
+    source = teacher_embedding_module(teacher)
     tables = {"word": "word_embeddings", "position": "position_embeddings", "token_type": "token_type_embeddings"}
     w, b = affine(in_proj, width)  # (h_0, D), (h_0,)
     copied = []
@@ -122,8 +127,7 @@ def inherit_teacher_embeddings(student: nn.Module, teacher: nn.Module) -> str:
     a supernet (the `student.init` of uniform baselines). The student's embedding LayerNorm rescales them."""
     embeddings = (student.nas_bert if hasattr(student, "nas_bert") else student).encoder.embeddings
     width = embeddings.word.weight.shape[1]
-    source = next((m.embeddings for m in (teacher, getattr(teacher, "base_model", None))
-                   if hasattr(getattr(m, "embeddings", None), "word_embeddings")), None)
+    source = teacher_embedding_module(teacher)
     if source is None or source.word_embeddings.weight.shape[1] < width:
         return "fresh (the teacher has no embedding tables of at least the student's width)"
     words = source.word_embeddings.weight.float()  # (V, D)

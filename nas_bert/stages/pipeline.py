@@ -218,6 +218,8 @@ def students(cfg: DictConfig, out: Path, budgets: list[str]) -> list[Model]:
 
 def choose_baseline(cfg: DictConfig, arch: Any, kind: str) -> dict[str, Any]:
     """The uniform BERT of the grid closest to `arch` in parameters (`equal_params`) or measured latency."""
+    from transformers import AutoConfig
+
     from nas_bert.encoder import encoder_params
     from nas_bert.search.baselines import (
         arch_latency_ms,
@@ -225,15 +227,15 @@ def choose_baseline(cfg: DictConfig, arch: Any, kind: str) -> dict[str, Any]:
         closest_in_params,
         uniform_grid,
     )
-    from nas_bert.teacher import FrozenTeacher
+    from nas_bert.teacher import resolve_model_path
 
     b, lat, space = cfg.pipeline.baselines, cfg.pipeline.latency, cfg.space
-    teacher = FrozenTeacher(cfg.teacher.name_or_path, cfg.teacher.num_blocks)
-    vocab, positions = teacher.config.vocab_size, STUDENT_MAX_POSITIONS
+    teacher = AutoConfig.from_pretrained(resolve_model_path(cfg.teacher.name_or_path))  # its sizes, not its weights
+    vocab, positions = teacher.vocab_size, STUDENT_MAX_POSITIONS
     step = b.get("width_step") or space.head_dim
     widths = range(step, teacher.hidden_size + 1, step)
-    grid = uniform_grid(range(b.layers[0], b.layers[1] + 1), widths, teacher.num_layers, teacher.num_blocks, vocab,
-                        positions, space.ffn_ratio)
+    grid = uniform_grid(range(b.layers[0], b.layers[1] + 1), widths, teacher.num_hidden_layers,
+                        cfg.teacher.num_blocks, vocab, positions, space.ffn_ratio)
 
     def measure(candidate) -> float:
         return arch_latency_ms(candidate, vocab, positions, space.head_dim, space.ffn_ratio, lat.batch_size,
