@@ -54,7 +54,9 @@ def test_an_old_search_run_is_selected_from_and_its_recipe_reruns(tmp_path, tiny
                f"paths.cache_dir={cache_dir}"]
     # the saved recipe (with 0.1's class and data key names) re-runs: training and selection
     caches = [f"search.latency.dir={cache_dir}/latency", f"data.cache_dir={cache_dir}/datasets"]  # resolved: /tmp
-    run_stage(run_search, "config", tmp_path / "rerun", *teacher, *caches, config_dir=old)
+    sample = OLD.parents[2] / "data" / "corpus" / "wikitext-2-raw"  # the recipe names the writer's checkout
+    corpus = [f"data.train_files={sample}/wiki.test.raw.gz", f"data.validation_files={sample}/wiki.valid.raw.gz"]
+    run_stage(run_search, "config", tmp_path / "rerun", *teacher, *caches, *corpus, config_dir=old)
     assert sorted(p.stem for p in (tmp_path / "rerun" / "architectures").glob("*.yaml")) == ["debug_40pct", "debug_90pct"]
     # the new code selects from the old supernet checkpoint
     run_stage(run_search, "search", tmp_path / "reselect", "space=tiny", "debug=fast", "logger=csv", TINY_BUDGETS,
