@@ -14,6 +14,7 @@ from nas_bert.data.glue import GlueDataModule
 from nas_bert.data.squad import SquadDataModule
 from nas_bert.lit import GlueFineTuning, SquadFineTuning
 from nas_bert.lit.finetune import TeacherLogitCache, task_kd_loss
+from nas_bert.stages.finetune import load_task_model
 from nas_bert.teacher import FrozenTeacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,3 +136,17 @@ def test_the_task_head_can_learn_at_a_scaled_rate():
     assert all(lr == 1e-4 for i, lr in rates.items() if i not in head)
     with pytest.raises(ValueError, match="head_lr_scale"):
         GlueFineTuning(model, "rte", optimizer=partial(torch.optim.AdamW, lr=1e-4), head_lr_scale=0.0)
+
+
+def test_a_fresh_regression_head_starts_at_the_label_mean(tiny_teacher_dir, cache_dir, tmp_path):
+    data = glue_data("stsb", tiny_teacher_dir, cache_dir)
+    data.setup("fit")
+    mean = torch.tensor(data.train_dataset["label"], dtype=torch.float64).mean().item()
+    encoder = tiny_bert(BertForSequenceClassification, num_labels=3)  # an encoder whose head has another shape
+    encoder.save_pretrained(tmp_path / "encoder")
+    model = load_task_model(str(tmp_path / "encoder"), data, "finetune.model_path")
+    assert model.classifier.bias.item() == pytest.approx(mean) and 1.0 < mean < 4.0
+    with torch.no_grad():
+        model.classifier.bias.fill_(-7.0)
+    model.save_pretrained(tmp_path / "trained")  # a head trained for this task already is kept
+    assert load_task_model(str(tmp_path / "trained"), data, "finetune.model_path").classifier.bias.item() == -7.0

@@ -66,8 +66,9 @@ def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_tea
 
 
 def test_each_budget_gets_its_baselines_once_pretrained_for_the_same_tokens(tmp_path, monkeypatch):
-    """Two budgets whose baselines coincide: one uniform BERT, pre-trained once, standing for both; the choice is
-    kept in the run folder; every student gets the study's token budget."""
+    """Two budgets that chose one architecture and whose baselines coincide: one searched model and one uniform
+    BERT, each pre-trained once, standing for both; the choice is kept in the run folder; every student gets the
+    study's token budget."""
     cfg = compose_config("search", tmp_path, "+pipeline=cpu_study")
     arch_dir = tmp_path / "search" / "architectures"
     arch_dir.mkdir(parents=True)
@@ -77,7 +78,8 @@ def test_each_budget_gets_its_baselines_once_pretrained_for_the_same_tokens(tmp_
     monkeypatch.setattr(pipeline, "choose_baseline", lambda cfg, arch, kind: chosen.append(kind) or {
         "layers": 4, "hidden": 96, "blocks": 3})
     models = pipeline.students(cfg, tmp_path, ["quarter", "tenth"])
-    assert [m.name for m in models] == ["nas-bert-quarter", "bert-L4-H96", "nas-bert-tenth"]
+    assert [m.name for m in models] == ["nas-bert-quarter", "bert-L4-H96"]
+    assert models[0].roles == [("searched", "quarter"), ("searched", "tenth")]
     assert models[1].roles == [("equal_params", "quarter"), ("equal_latency", "quarter"), ("equal_params", "tenth"),
                                ("equal_latency", "tenth")]
     assert len(chosen) == 4 and set(json.loads((tmp_path / "baselines.json").read_text())) == {

@@ -16,7 +16,7 @@ import torch
 from nas_bert.arch import Arch
 from nas_bert.encoder import StudentEncoder, encoder_params
 from nas_bert.modeling.students import uniform_arch
-from nas_bert.search.latency import median_seconds
+from nas_bert.search.latency import time_calls
 
 
 class BaselineError(ValueError):
@@ -100,9 +100,9 @@ def closest_in_latency(target_ms: float, grid: Sequence[UniformBert], measure: C
     return check_within(best, best.latency_ms, target_ms, tolerance, "latency (ms)")
 
 
-def encoder_latency_ms(encoder: torch.nn.Module, vocab_size: int, batch_size: int = 1, seq_len: int = 128,
-                       min_run_time: float = 0.5) -> float:
-    """Median forward time of an encoder on (batch_size, seq_len) random ids in milliseconds, on its device."""
+def forward_call(encoder: torch.nn.Module, vocab_size: int, batch_size: int = 1,
+                 seq_len: int = 128) -> Callable[[], None]:
+    """A call running `encoder` (eval mode) on fixed (batch_size, seq_len) random ids on its device."""
     device = next(encoder.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         ids = torch.randint(1, vocab_size, (batch_size, seq_len), device=device)  # (B, T)
@@ -110,12 +110,23 @@ def encoder_latency_ms(encoder: torch.nn.Module, vocab_size: int, batch_size: in
     encoder.eval()
 
     def forward() -> None:
-        with torch.no_grad():
-            encoder(input_ids=ids, attention_mask=mask)
+        encoder(input_ids=ids, attention_mask=mask)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    return 1000 * median_seconds(forward, min_run_time)
+    return forward
+
+
+def latencies_ms(calls: dict[str, Callable[[], None]], min_run_time: float = 0.5, rounds: int = 3) -> dict[str, float]:
+    """Milliseconds per call of each, timed side by side: round-robin, the least of `rounds` quiet medians."""
+    seconds, _ = time_calls(list(calls.values()), min_run_time, rounds)
+    return {name: 1000 * s for name, s in zip(calls, seconds)}
+
+
+def encoder_latency_ms(encoder: torch.nn.Module, vocab_size: int, batch_size: int = 1, seq_len: int = 128,
+                       min_run_time: float = 0.5) -> float:
+    """The forward time of an encoder on (batch_size, seq_len) random ids in milliseconds, on its device."""
+    return latencies_ms({"encoder": forward_call(encoder, vocab_size, batch_size, seq_len)}, min_run_time)["encoder"]
 
 
 def arch_latency_ms(arch: Arch, vocab_size: int, max_positions: int, head_dim: int, ffn_ratio: int,

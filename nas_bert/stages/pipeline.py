@@ -188,8 +188,9 @@ def teacher_model(cfg: DictConfig) -> Model:
 
 def students(cfg: DictConfig, out: Path, budgets: list[str]) -> list[Model]:
     """Per budget: the searched student and its baselines (`pipeline.baselines.kinds`); a uniform BERT that is the
-    baseline of several (kind, budget) is one model, pre-trained once. Baselines are chosen once per run folder
-    (`<run>/baselines.json`): measured latencies vary, a resumed pipeline keeps its choice."""
+    baseline of several (kind, budget) is one model, pre-trained once, and so is an architecture searched for
+    several budgets. Baselines are chosen once per run folder (`<run>/baselines.json`): measured latencies vary,
+    a resumed pipeline keeps its choice."""
     from nas_bert.modeling.students import load_searched_arch, searched_arch_file
 
     chosen_file = out / "baselines.json"
@@ -197,9 +198,13 @@ def students(cfg: DictConfig, out: Path, budgets: list[str]) -> list[Model]:
     models: dict[str, Model] = {}
     for budget in budgets:
         arch = load_searched_arch(searched_arch_file(out / "search", budget))
-        name = f"nas-bert-{budget}"
-        models[name] = Model(name, "searched", budget, str(out / "pretrain" / name / "model"), arch,
-                             [("searched", budget)])
+        same = next((m for m in models.values() if m.role == "searched" and m.arch == arch), None)
+        if same is not None:  # two budgets chose one architecture: one model, pre-trained and fine-tuned once
+            same.roles.append(("searched", budget))
+        else:
+            name = f"nas-bert-{budget}"
+            models[name] = Model(name, "searched", budget, str(out / "pretrain" / name / "model"), arch,
+                                 [("searched", budget)])
         for kind in (cfg.pipeline.get("baselines") or {}).get("kinds") or []:
             key = f"{budget}/{kind}"
             if key not in chosen:

@@ -43,18 +43,22 @@ def encoder_flops_of(model: Any, seq_len: int) -> int:
     return encoder_flops(uniform_arch(config.num_hidden_layers, config.hidden_size, 1), seq_len, ratio)
 
 
-def measured_latency_ms(path: str, batch_size: int, seq_len: int, min_run_time: float) -> float:
-    """The exported encoder (no task head) of `path`, timed on CUDA if there is one, else the CPU."""
+def measured_latency_ms(paths: dict[str, str], batch_size: int, seq_len: int, min_run_time: float) -> dict[str, float]:
+    """Each exported encoder (no task head) timed side by side in this process, on CUDA if there is one, else the
+    CPU: round-robin, so a slower stretch of the machine does not fall on one model."""
     import torch
     from transformers import AutoModel
 
     import nas_bert.modeling  # noqa: F401  (registers the NAS-BERT Auto classes)
-    from nas_bert.search.baselines import encoder_latency_ms
+    from nas_bert.search.baselines import forward_call, latencies_ms
     from nas_bert.teacher import resolve_model_path
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModel.from_pretrained(resolve_model_path(path)).to(device)
-    return encoder_latency_ms(model, model.config.vocab_size, batch_size, seq_len, min_run_time)
+    calls = {}
+    for name, path in paths.items():
+        model = AutoModel.from_pretrained(resolve_model_path(path)).to(device)
+        calls[name] = forward_call(model, model.config.vocab_size, batch_size, seq_len)
+    return latencies_ms(calls, min_run_time)
 
 
 def study_records(models: list[Any], results: dict[tuple[str, str, int], dict], latency: dict[str, float],
@@ -77,7 +81,7 @@ def write_report(cfg: DictConfig, out: Path, models: list[Any]) -> dict[str, flo
     lat = cfg.pipeline.latency
     results = latest_by_seed(out / "finetune" / "results.jsonl")
     trained = [m for m in models if any(name == m.name for name, _, _ in results)]
-    latency = {m.name: measured_latency_ms(m.path, lat.batch_size, lat.seq_len, lat.min_run_time) for m in trained}
+    latency = measured_latency_ms({m.name: m.path for m in trained}, lat.batch_size, lat.seq_len, lat.min_run_time)
     flops = {m.name: encoder_flops_of(m, lat.seq_len) for m in trained}
     (out / "latency.json").write_text(json.dumps({"setting": OmegaConf.to_container(lat), "latency_ms": latency},
                                                  indent=2))
