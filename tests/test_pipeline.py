@@ -87,7 +87,7 @@ def test_each_budget_gets_its_baselines_once_pretrained_for_the_same_tokens(tmp_
     assert pipeline.students(cfg, tmp_path, ["quarter", "tenth"])[1].roles == models[1].roles and len(chosen) == 4
     baseline = pipeline.pretrain_step(cfg, tmp_path, models[1])
     assert "student.baseline={layers: 4, hidden: 96, blocks: 3}" in baseline.overrides
-    assert "tokens=2000000" in baseline.overrides and "data/corpus=gutenberg" in baseline.overrides
+    assert "tokens=1000000" in baseline.overrides and "data/corpus=gutenberg" in baseline.overrides
     assert baseline.output == tmp_path / "pretrain" / "bert-L4-H96" / "model" / "config.json"
     searched = pipeline.pretrain_step(cfg, tmp_path, models[0])
     assert {f"student.search_run={tmp_path / 'search'}", "student.budget=quarter"} <= set(searched.overrides)
