@@ -10,11 +10,13 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from helpers.runs import GLUE, TINY_BUDGETS, compose_config, run_script
 
 from nas_bert.modeling.students import uniform_arch
 from nas_bert.stages import pipeline
+from nas_bert.stages.common import AcceleratorError, start_run
 from nas_bert.stages.pipeline import PipelineError, run_pipeline
 
 
@@ -93,7 +95,7 @@ def test_each_budget_gets_its_baselines_once_pretrained_for_the_same_tokens(tmp_
     assert {f"student.search_run={tmp_path / 'search'}", "student.budget=quarter"} <= set(searched.overrides)
 
 
-def test_bad_study_settings_fail_before_any_step(tmp_path):
+def test_bad_study_settings_fail_before_any_step(tmp_path, monkeypatch):
     cfg = compose_config("search", tmp_path, "+pipeline=cpu_study", "pipeline.seeds=[]")
     with pytest.raises(PipelineError, match="pipeline.seeds is empty"):
         run_pipeline(cfg)
@@ -101,4 +103,18 @@ def test_bad_study_settings_fail_before_any_step(tmp_path):
                          "pipeline.corpus=" + overrides("data/corpus=local_text", "data.train_files=/no/such/*.txt"))
     with pytest.raises(PipelineError, match=r"/no/such/\*\.txt.*pipeline.corpus"):
         run_pipeline(cfg)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = compose_config("search", tmp_path, "+pipeline=cpu_study", "pipeline.corpus=[]",
+                         "pipeline.common=" + overrides("trainer=gpu"))
+    with pytest.raises(AcceleratorError, match="trainer=cpu"):
+        run_pipeline(cfg)
     assert not (tmp_path / "search").exists()
+
+
+def test_a_gpu_trainer_without_cuda_fails_before_the_run_folder_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for trainer in ("gpu", "ddp"):
+        cfg = compose_config("train", tmp_path / trainer, f"trainer={trainer}")
+        with pytest.raises(AcceleratorError, match=r"accelerator=gpu needs a CUDA device.*trainer=cpu"):
+            start_run(cfg)
+        assert not (tmp_path / trainer / "config.yaml").exists()

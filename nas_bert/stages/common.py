@@ -68,8 +68,27 @@ def save_resolved_config(cfg: DictConfig, *dirs: str | Path) -> list[Path]:
     return written
 
 
+class AcceleratorError(RuntimeError):
+    """The trainer config asks for a device this machine does not have."""
+
+
+def check_accelerator(trainer: DictConfig | None) -> None:
+    """A GPU trainer (`trainer=gpu`, `trainer=ddp`) on a machine without CUDA fails here, before anything is built."""
+    import torch
+
+    accelerator = str((trainer or {}).get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        built = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
+        raise AcceleratorError(
+            f"trainer.accelerator={accelerator} needs a CUDA device, and this machine has none (torch "
+            f"{torch.__version__}, {built}). Use trainer=cpu (trainer=ddp_sim runs DDP as processes on the CPU), "
+            f"or run on a GPU machine with a CUDA build of torch")
+
+
 def start_run(cfg: DictConfig) -> Path:
-    """Upgrade a recipe of an older nas-bert, seed everything and write the recipe; returns the run's folder."""
+    """Check the device, upgrade a recipe of an older nas-bert, seed everything and write the recipe; returns the
+    run's folder."""
+    check_accelerator(cfg.get("trainer"))
     upgrade_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)

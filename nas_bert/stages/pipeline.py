@@ -260,14 +260,17 @@ def choose_baseline(cfg: DictConfig, arch: Any, kind: str) -> dict[str, Any]:
 
 
 def check_settings(cfg: DictConfig, root: Path) -> None:
-    """What can be checked before any step runs: the seeds, and the corpus files the steps will read."""
+    """What can be checked before any step runs: the seeds, the device, and the corpus files the steps will read."""
     import glob
+
+    from nas_bert.stages.common import check_accelerator
 
     p = cfg.pipeline
     if not list(p.get("seeds") or []):
         raise PipelineError("pipeline.seeds is empty: give at least one fine-tuning seed, e.g. pipeline.seeds=[0,1,2]")
     with composed(root, "train", ["paths.output_dir=.", *p.common, *p.corpus]) as train:  # as its steps compose it
         files = train.data.get("train_files")
+        check_accelerator(train.trainer)
     patterns = [files] if isinstance(files, str) else list(files or [])
     missing = [f for f in patterns if not glob.glob(str(f))]
     if missing:
