@@ -31,6 +31,17 @@ class NasBertPreTrainedModel(PreTrainedModel):
     base_model_prefix = "nas_bert"
     supports_gradient_checkpointing = False
 
+    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, plus this code (generated from the package), so that the folder
+        loads with `trust_remote_code=True` where nas-bert is not installed (nas_bert.modeling.remote_code)."""
+        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        try:
+            from nas_bert.modeling.remote_code import write_remote_code
+        except ImportError:  # loaded from a model folder's own code: transformers copies those files itself
+            return
+        if is_main_process:
+            write_remote_code(save_directory)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """BERT init: normal(0, initializer_range) weights, zero biases, unit LayerNorm, zero padding row."""
