@@ -75,11 +75,14 @@ class FrozenTeacher:
         loader: builds the model from the resolved path (default `AutoModel`; a task model or a masked-LM
             model for the other stages). It must pickle (a function or a `functools.partial` of one).
         setting: the config key that names it, for error messages.
+        hub_id: its Hub id when `name_or_path` is a local copy (the `base_model` its students' model cards name).
     """
 
     def __init__(self, name_or_path: str, num_blocks: int = 1, tokenizer: str | None = None,
-                 loader: Callable[[str], nn.Module] = load_encoder, setting: str = "teacher.name_or_path") -> None:
+                 loader: Callable[[str], nn.Module] = load_encoder, setting: str = "teacher.name_or_path",
+                 hub_id: str | None = None) -> None:
         self.name_or_path, self.num_blocks, self.loader, self.setting = str(name_or_path), num_blocks, loader, setting
+        self.hub_id = hub_id
         self.tokenizer = str(tokenizer or name_or_path)
         resolved = resolve_model_path(self.name_or_path, "teacher", setting)
         try:

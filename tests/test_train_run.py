@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers.runs import GLUE, SQUAD, TINY_BUDGETS, run_stage, tiny
+from huggingface_hub import ModelCard
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from nas_bert.arch import Arch
 from nas_bert.encoder import encoder_params
+from nas_bert.model_card import read_record, update_card
 from nas_bert.modeling.students import build_student, uniform_arch
 from nas_bert.stages.finetune import run_finetune
 from nas_bert.stages.fit import run_fit
@@ -56,6 +58,13 @@ def test_pretraining_exports_a_model_that_loads_with_from_pretrained(outputs, st
     arch = Arch.load(outputs / "search" / "latest" / "architectures" / "debug_40pct.yaml")
     assert sum(p.numel() for p in model.nas_bert.parameters()) == encoder_params(arch, 30522, 128) == arch.meta["params"]
     assert model(**tokenizer(["a compressed model"], return_tensors="pt")).logits.shape[-1] == len(tokenizer)
+    card = ModelCard.load(run / "model" / "README.md")  # written from the run's records
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "fill-mask"
+    record = read_record(run / "model")
+    assert record["size"]["params"] == arch.meta["params"] and record["latency"]["measured_ms"] > 0
+    assert record["latency"]["predicted_ms"] == arch.meta["predicted_latency_ms"]
+    assert record["architecture"]["blocks"] == [b.to_dict() for b in arch.blocks]
+    assert record["recipe"]["steps"] > 0 and record["recipe"]["objective"] in card.text
 
 
 def test_the_default_inherits_the_supernet_and_distils_representations_for_a_token_budget(
@@ -130,8 +139,14 @@ def test_teacher_fine_tuning_exports_it_and_writes_glue_server_files(glue_teache
 def test_students_with_kd_fill_the_summary(glue_teacher, tiny_teacher_dir, cache_dir):
     student_dir = glue_teacher / "nas-bert-1m" / "model"
     build_student(uniform_arch(2, 32, 1), vocab_size=30522, max_positions=128, head_dim=16).save_pretrained(student_dir)
+    update_card(student_dir, model_name="nas-bert-1m", base_model="org/teacher")  # as pre-training leaves it
     result = finetune(glue_teacher, "student_rte", tiny_teacher_dir, cache_dir, "experiment=glue_students",
                       "data/glue=local", f"data.data_dir={GLUE}", "data.task=rte", f"finetune.model_path={student_dir}")
+    scored = {(r["task"], r["metric"]) for r in read_record(student_dir)["results"]}  # the source's card gains it
+    assert ("rte", "accuracy") in scored and not any("loyalty" in metric for _, metric in scored)
+    card = ModelCard.load(glue_teacher / "finetune" / "runs" / "student_rte" / "model" / "README.md")
+    assert card.data.base_model == "org/teacher" and card.data.pipeline_tag == "text-classification"
+    assert {r.metric_type for r in card.data.eval_results} >= {"accuracy"}
     assert result["model"] == "nas-bert-1m" and result["kd"] and result["params"] < 1.2e6
     assert "glue/rte/label_loyalty" in result["best"]
     summary = (glue_teacher / "finetune" / "summary.md").read_text().splitlines()

@@ -27,6 +27,7 @@ from nas_bert.modeling.students import (
     searched_arch_file,
     uniform_arch,
 )
+from nas_bert.stages.card import card_after_pretraining
 from nas_bert.stages.common import build, build_trainer, finish_loggers, start_run
 from nas_bert.teacher import FrozenTeacher, load_encoder, resolve_model_path
 
@@ -244,6 +245,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
         export_dir = output_dir / "model"
         student.save_pretrained(export_dir)
         tokenizer.save_pretrained(export_dir)
+        card_after_pretraining(cfg, export_dir, arch, student, objective, init, trainer.global_step, trainer.world_size)
         log.info("exported the student (%s parameters) to %s", f"{student.num_parameters():,}", export_dir)
         if cfg.get("export_onnx"):
             from nas_bert.modeling.onnx_export import check_onnx, export_onnx

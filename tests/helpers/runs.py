@@ -25,7 +25,7 @@ TINY_BUDGETS = ("search.selection.budgets=[{name: debug_40pct, max_params_fracti
 
 def tiny(teacher_dir: Path, cache_dir: Path, *overrides: str) -> list[str]:
     """Overrides of a fast run on the tiny teacher and space, with CSV logs only."""
-    return ["debug=fast", "space=tiny", "logger=csv", f"teacher.name_or_path={teacher_dir}",
+    return ["debug=fast", "space=tiny", "logger=csv", f"teacher.name_or_path={teacher_dir}", "teacher.hub_id=null",
             f"paths.cache_dir={cache_dir}", *overrides]
 
 
