@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from nas_bert.hub import check_push_settings, push_model
 from nas_bert.stages.upgrade import upgrade_config
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,20 @@ def start_run(cfg: DictConfig) -> Path:
     """Check the device, upgrade a recipe of an older nas-bert, seed everything and write the recipe; returns the
     run's folder."""
     check_accelerator(cfg.get("trainer"))
+    check_push_settings(cfg.get("export"))
     upgrade_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir, output_dir / "checkpoints")
     return output_dir
+
+
+def push_export(cfg: DictConfig, folder: Path) -> None:
+    """Push an exported model folder to the Hub when `export.push_to_hub` is on (nas_bert.hub)."""
+    export = cfg.get("export")
+    if export and export.get("push_to_hub"):
+        url = push_model(folder, export.hub_model_id, bool(export.get("private", True)))
+        log.info("pushed %s to the Hub: %s", folder, url)
 
 
 def log_config(loggers: list[Logger], cfg: DictConfig) -> None:

@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelFor
 from nas_bert.data.glue import GlueDataModule, write_glue_submission
 from nas_bert.data.squad import SquadDataModule
 from nas_bert.stages.card import card_after_finetuning
-from nas_bert.stages.common import build, build_trainer, finish_loggers, start_run
+from nas_bert.stages.common import build, build_trainer, finish_loggers, push_export, start_run
 from nas_bert.stages.summary import record_result
 from nas_bert.teacher import FrozenTeacher, resolve_model_path
 
@@ -132,6 +132,7 @@ def run_finetune(cfg: DictConfig) -> dict[str, float]:
         if trainer.is_global_zero:
             (output_dir / "results.json").write_text(json.dumps(result, indent=2))
             record_result(ft.results_file, result, trainer.loggers)
+            push_export(cfg, output_dir / "model")  # last: a failed push loses nothing written
     finally:
         finish_loggers(trainer)
     return final

@@ -28,7 +28,7 @@ from nas_bert.modeling.students import (
     uniform_arch,
 )
 from nas_bert.stages.card import card_after_pretraining
-from nas_bert.stages.common import build, build_trainer, finish_loggers, start_run
+from nas_bert.stages.common import build, build_trainer, finish_loggers, push_export, start_run
 from nas_bert.teacher import FrozenTeacher, load_encoder, resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -253,4 +253,5 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
             onnx_path = export_onnx(student.nas_bert, export_dir / "model.onnx")
             log.info("ONNX encoder %s: onnxruntime matches PyTorch within %.1e", onnx_path,
                      check_onnx(student.nas_bert, onnx_path))
+        push_export(cfg, export_dir)
     return {k: float(v) for k, v in metrics.items()}
