@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from helpers.selection_oracle import brute_force_top_k
 
+from nas_bert.search.report import frontier, sample_cloud
 from nas_bert.search.selection import (
     BlockTable,
     Budget,
@@ -301,3 +302,19 @@ def test_invalid_tables() -> None:
         CouplingCosts(
             np.zeros((2, 2)), np.zeros((2, 2)), np.zeros((2, 2)), np.zeros(3), np.zeros(2), np.zeros(2)
         )
+
+
+def test_the_search_picture_costs_every_combination_as_a_whole_model() -> None:
+    blocks, coupling = random_instance(np.random.default_rng(3), 3, 3)
+    full = everything(blocks, coupling)
+    want = np.stack([full.params, full.latency, full.loss], axis=1)
+    cloud = sample_cloud(blocks, coupling, n=10**6)  # few enough: every combination
+    got = np.stack([cloud.params, cloud.latency, cloud.loss], axis=1)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got[np.lexsort(got.T)], want[np.lexsort(want.T)])
+    drawn = sample_cloud(blocks, coupling, n=50, seed=1)
+    rows = {tuple(r) for r in want.round(9)}
+    assert len(drawn.loss) == 50 and all(tuple(r) in rows for r in np.stack(
+        [drawn.params, drawn.latency, drawn.loss], axis=1).round(9))
+    cost, loss = frontier(cloud.params, cloud.loss)
+    assert np.all(np.diff(cost) >= 0) and np.all(np.diff(loss) < 0) and loss[-1] == full.loss.min()

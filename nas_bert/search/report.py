@@ -1,19 +1,21 @@
-"""What the search hands on: one architecture file per budget, a console table, a Pareto plot and
-W&B tables."""
+"""What the search hands on: one architecture file per budget, a console table, a picture of what it explored
+(the cloud of combinations, its frontier, the top-T and the selected model per budget) and W&B tables."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from lightning.pytorch.loggers import Logger, WandbLogger
 from matplotlib.figure import Figure
 from rich.table import Table
 
 from nas_bert.arch import Arch
 from nas_bert.search.approximation import Ranked
-from nas_bert.search.selection import Budget
+from nas_bert.search.selection import BlockTable, Budget, CouplingCosts
 from nas_bert.space import SearchSpace
 from nas_bert.utils import wide_console
 
@@ -71,23 +73,87 @@ def print_selected(results: list[BudgetResult]) -> None:
     wide_console().print(table)
 
 
-def pareto_plot(results: list[BudgetResult], path: Path) -> Path:
-    """Params and latency against approximate loss for every top-T model; the selected ones marked."""
-    fig = Figure(figsize=(11, 4.2))  # no pyplot: nothing global (backend, open figures) changes
-    axes = fig.subplots(1, 2)
-    for ax, (key, label) in zip(axes, [("params", "parameters (M)"), ("latency", "predicted latency (ms)")]):
-        scale = 1e-6 if key == "params" else 1e3
-        for r in results:
-            xs = [getattr(m, key) * scale for m in r.ranked]
-            ys = [m.approx_loss for m in r.ranked]
-            points = ax.scatter(xs, ys, s=10, alpha=0.5, label=f"{r.budget.name} top-{len(r.ranked)}")
-            ax.scatter([getattr(r.best, key) * scale], [r.best.approx_loss], s=90, marker="*",
-                       color=points.get_facecolor()[0], edgecolors="black", zorder=3)
+@dataclass
+class Cloud:
+    """Whole-model costs and approximate losses of combinations of the blocks' survivors; each field (N,)."""
+
+    params: np.ndarray
+    latency: np.ndarray  # seconds
+    loss: np.ndarray
+
+
+def sample_cloud(blocks: list[BlockTable], coupling: CouplingCosts, n: int = 20_000, seed: int = 0) -> Cloud:
+    """Every combination of the survivors when there are at most `n`, else `n` drawn uniformly: what the
+    selection chose from, costed like a whole model (embeddings at block 0's width, projections between widths)."""
+    sizes = [len(b) for b in blocks]
+    if math.prod(sizes) <= n:
+        choice = np.array(list(np.ndindex(*sizes)), dtype=np.int64).reshape(-1, len(sizes))  # (N, B)
+    else:
+        rng = np.random.default_rng(seed)
+        choice = np.stack([rng.integers(0, size, n) for size in sizes], axis=1)  # (N, B)
+    widths = [b.width[choice[:, i]] for i, b in enumerate(blocks)]
+    params = coupling.first_params[widths[0]].astype(np.float64)
+    latency = coupling.first_latency[widths[0]].copy()
+    loss = np.zeros(len(choice))
+    for i, block in enumerate(blocks):
+        params += block.params[choice[:, i]]
+        latency += block.latency[choice[:, i]]
+        loss += block.loss[choice[:, i]]
+        if i:
+            params += coupling.params[widths[i - 1], widths[i]]
+            latency += coupling.latency[widths[i - 1], widths[i]]
+    return Cloud(params, latency, loss)
+
+
+def frontier(cost: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The lower envelope: for each cost, the least loss of any point at most that cost (sorted by cost)."""
+    order = np.argsort(cost, kind="stable")
+    best = np.minimum.accumulate(loss[order])
+    keep = np.r_[True, best[1:] < best[:-1]]
+    return cost[order][keep], best[keep]
+
+
+def pareto_plot(results: list[BudgetResult], path: Path, cloud: Cloud | None = None) -> Path:
+    """Params and latency against approximate loss: the cloud of combinations, its frontier, each budget's limit,
+    top-T and selected model; a third panel sets the top-T's whole-model losses beside their approximate ones."""
+    fig = Figure(figsize=(15, 4.4))  # no pyplot: nothing global (backend, open figures) changes
+    axes = fig.subplots(1, 3)
+    colors = [f"C{i}" for i in range(len(results))]
+    for ax, (key, label, scale) in zip(axes, [("params", "parameters (M)", 1e-6),
+                                             ("latency", "predicted latency (ms)", 1e3)]):
+        xs_all, ys_all = [], []
+        if cloud is not None:
+            x = getattr(cloud, key) * scale
+            ax.scatter(x, cloud.loss, s=3, color="0.75", alpha=0.4, rasterized=True,
+                       label=f"{len(x):,} combinations of the survivors")
+            xs_all.append(x), ys_all.append(cloud.loss)
+        for r, color in zip(results, colors):
+            xs = np.array([getattr(m, key) for m in r.ranked]) * scale
+            ys = np.array([m.approx_loss for m in r.ranked])
+            ax.scatter(xs, ys, s=10, alpha=0.7, color=color, label=f"{r.budget.name} top-{len(r.ranked)}")
+            ax.scatter([getattr(r.best, key) * scale], [r.best.approx_loss], s=120, marker="*", color=color,
+                       edgecolors="black", zorder=3)
+            limit = r.budget.max_params if key == "params" else r.budget.max_latency
+            if limit is not None:
+                ax.axvline(limit * scale, color=color, linestyle="--", linewidth=1)
+            xs_all.append(xs), ys_all.append(ys)
+        fx, fy = frontier(np.concatenate(xs_all), np.concatenate(ys_all))
+        ax.step(fx, fy, where="post", color="black", linewidth=1, label="frontier (approximate loss)")
         ax.set_xlabel(label)
         ax.set_ylabel("approximate loss (sum of block losses)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Candidates per budget (stars: selected after whole-model re-ranking)")
+    axes[0].legend(fontsize=7)
+    ax = axes[2]
+    for r, color in zip(results, colors):
+        ax.scatter([m.approx_loss for m in r.ranked], [m.model_loss for m in r.ranked], s=10, alpha=0.7,
+                   color=color, label=r.budget.name)
+        ax.scatter([r.best.approx_loss], [r.best.model_loss], s=120, marker="*", color=color, edgecolors="black",
+                   zorder=3)
+    ax.set_xlabel("approximate loss (sum of block losses)")
+    ax.set_ylabel("whole-model loss (re-ranking)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle("What the search explored (dashed: budget limits; stars: selected after whole-model re-ranking)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

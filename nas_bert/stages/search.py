@@ -33,6 +33,7 @@ from nas_bert.search.report import (
     pareto_plot,
     print_selected,
     rows,
+    sample_cloud,
 )
 from nas_bert.search.shrinking import read_alive
 from nas_bert.space import SearchSpace
@@ -134,7 +135,7 @@ def select_architectures(cfg: DictConfig, model, datamodule, table: LatencyTable
     with open(output_dir / "candidates.csv", "w", newline="") as f:
         csv.writer(f).writerows([COLUMNS, *rows(results)])
     if results:
-        plot = pareto_plot(results, output_dir / "pareto.png")
+        plot = pareto_plot(results, output_dir / "pareto.png", sample_cloud(blocks, coupling, seed=cfg.seed))
         print_selected(results)
         log_results(loggers, results, plot)
     for path in written:
