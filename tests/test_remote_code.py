@@ -29,9 +29,14 @@ inputs = torch.load(inputs_file)
 classifier = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
 base = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
 assert not any(name.startswith("nas_bert") for name in sys.modules if sys.modules[name] is not None)
+try:  # a copy of the folder without one of its code files
+    AutoModel.from_pretrained(model_dir + "_broken", trust_remote_code=True)
+    broken = "loaded"
+except Exception as err:
+    broken = str(err)
 with torch.no_grad():
     torch.save({"logits": classifier(**inputs).logits, "hidden": base(**inputs).last_hidden_state,
-                "class": type(classifier).__module__}, out_file)
+                "class": type(classifier).__module__, "broken": broken}, out_file)
 """
 
 
@@ -55,6 +60,9 @@ def test_an_exported_model_loads_and_computes_the_same_without_nas_bert(tmp_path
               "token_type_ids": torch.tensor([[0] * 5 + [1] * 5] * 2)}
     inputs["attention_mask"][1, 8:] = 0
 
+    shutil.copytree(tmp_path / "model", tmp_path / "model_broken")
+    (tmp_path / "model_broken" / "encoder.py").unlink()
+
     result = load_elsewhere(tmp_path / "model", tmp_path, inputs)
     assert result.returncode == 0, result.stderr[-3000:]
     out = torch.load(tmp_path / "out.pt")
@@ -62,11 +70,7 @@ def test_an_exported_model_loads_and_computes_the_same_without_nas_bert(tmp_path
     with torch.no_grad():
         torch.testing.assert_close(out["logits"], model(**inputs).logits)
         torch.testing.assert_close(out["hidden"], model.nas_bert(**inputs).last_hidden_state)
-
-    shutil.copytree(tmp_path / "model", tmp_path / "broken")
-    (tmp_path / "broken" / "encoder.py").unlink()
-    result = load_elsewhere(tmp_path / "broken", tmp_path, inputs)
-    assert result.returncode != 0 and "encoder.py" in result.stderr
+    assert "encoder.py" in out["broken"]  # the missing code file is named
 
 
 def test_with_nas_bert_installed_the_registered_classes_load_it(tmp_path):
@@ -81,5 +85,5 @@ def test_the_code_files_are_generated_from_the_package():
     assert "from .arch import" in source and "from .space import" in source and "\nfrom nas_bert" not in source
     modeling = flat_source("nas_bert.modeling.modeling_nas_bert")
     assert "from .configuration_nas_bert import NasBertConfig" in modeling
-    with pytest.raises(ValueError, match=r"imports nas_bert\.data\.glue at top level.*CODE_MODULES"):
-        flat_source("nas_bert.stages.finetune")
+    with pytest.raises(ValueError, match=r"imports nas_bert\.utils\.resume at top level.*CODE_MODULES"):
+        flat_source("nas_bert.teacher")
