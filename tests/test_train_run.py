@@ -65,6 +65,8 @@ def test_pretraining_exports_a_model_that_loads_with_from_pretrained(outputs, st
     assert record["latency"]["predicted_ms"] == arch.meta["predicted_latency_ms"]
     assert record["architecture"]["blocks"] == [b.to_dict() for b in arch.blocks]
     assert record["recipe"]["steps"] > 0 and record["recipe"]["objective"] in card.text
+    (log,) = (run / "wandb").glob("offline-run-*/run-*.wandb")  # the export went to W&B as a model artifact
+    assert b"model-student" in log.read_bytes() and b"model.safetensors" in log.read_bytes()
 
 
 def test_the_default_inherits_the_supernet_and_distils_representations_for_a_token_budget(

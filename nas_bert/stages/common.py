@@ -106,6 +106,24 @@ def push_export(cfg: DictConfig, folder: Path) -> None:
         log.info("pushed %s to the Hub: %s", folder, url)
 
 
+def log_model_artifact(loggers: list[Logger], folder: Path) -> None:
+    """The exported model folder as a W&B artifact of type `model` (its card's facts as metadata), when W&B is on."""
+    wandb_loggers = [logger for logger in loggers if isinstance(logger, WandbLogger)]
+    if not wandb_loggers:
+        return
+    import re
+
+    import wandb
+
+    from nas_bert.model_card import read_record
+
+    run = folder.parent.name if folder.name == "model" else folder.name
+    artifact = wandb.Artifact(re.sub(r"[^\w.-]+", "-", f"model-{run}"), type="model", metadata=read_record(folder))
+    artifact.add_dir(str(folder))
+    for logger in wandb_loggers:
+        logger.experiment.log_artifact(artifact)
+
+
 def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
     """Send the resolved config to every logger (W&B shows it as the run config)."""
     container = OmegaConf.to_container(cfg, resolve=True)

@@ -16,7 +16,14 @@ from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelFor
 from nas_bert.data.glue import GlueDataModule, write_glue_submission
 from nas_bert.data.squad import SquadDataModule
 from nas_bert.stages.card import card_after_finetuning
-from nas_bert.stages.common import build, build_trainer, finish_loggers, push_export, start_run
+from nas_bert.stages.common import (
+    build,
+    build_trainer,
+    finish_loggers,
+    log_model_artifact,
+    push_export,
+    start_run,
+)
 from nas_bert.stages.summary import record_result
 from nas_bert.teacher import FrozenTeacher, resolve_model_path
 
@@ -124,6 +131,7 @@ def run_finetune(cfg: DictConfig) -> dict[str, float]:
                 model.save_pretrained(export_dir)
                 datamodule.tokenizer.save_pretrained(export_dir)
                 card_after_finetuning(cfg, export_dir, task_name(datamodule), final, int(cfg.seed))
+            log_model_artifact(trainer.loggers, output_dir / "model")
         if ft.get("predict_test") and datamodule.test_split_names:
             write_test_predictions(trainer, module, datamodule, output_dir / "glue_submission")
         result = {"model": model_name(cfg), "task": task_name(datamodule), "seed": int(cfg.seed),

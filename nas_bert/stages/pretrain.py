@@ -20,6 +20,7 @@ from nas_bert.distill.masking import TokenMasker
 from nas_bert.distill.mlm_head import EncoderWithMLMHead, MissingMLMHead, fit_mlm_head, load_masked_lm
 from nas_bert.encoder import encoder_params
 from nas_bert.inherit import inherit_from_supernet, inherit_teacher_embeddings, load_supernet_checkpoint
+from nas_bert.modeling import NasBertForMaskedLM
 from nas_bert.modeling.students import (
     build_student,
     equal_size_baseline,
@@ -28,7 +29,14 @@ from nas_bert.modeling.students import (
     uniform_arch,
 )
 from nas_bert.stages.card import card_after_pretraining
-from nas_bert.stages.common import build, build_trainer, finish_loggers, push_export, start_run
+from nas_bert.stages.common import (
+    build,
+    build_trainer,
+    finish_loggers,
+    log_model_artifact,
+    push_export,
+    start_run,
+)
 from nas_bert.teacher import FrozenTeacher, load_encoder, resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -199,6 +207,21 @@ def teacher_cache_spec(cfg: DictConfig, objective: str, sequences: int, teacher:
     return {"dir": str(folder), "capacity": max(capacity, 1)}
 
 
+def export_student(cfg: DictConfig, export_dir: Path, student: NasBertForMaskedLM, tokenizer: PreTrainedTokenizerBase,
+                   arch: Arch, objective: str, init: str, trainer: L.Trainer) -> None:
+    """`<run>/model`: weights, tokenizer, modeling code, model card, and (`export_onnx`) the checked ONNX encoder."""
+    student.save_pretrained(export_dir)
+    tokenizer.save_pretrained(export_dir)
+    card_after_pretraining(cfg, export_dir, arch, student, objective, init, trainer.global_step, trainer.world_size)
+    log.info("exported the student (%s parameters) to %s", f"{student.num_parameters():,}", export_dir)
+    if cfg.get("export_onnx"):
+        from nas_bert.modeling.onnx_export import check_onnx, export_onnx
+
+        onnx_path = export_onnx(student.nas_bert, export_dir / "model.onnx")
+        log.info("ONNX encoder %s: onnxruntime matches PyTorch within %.1e", onnx_path,
+                 check_onnx(student.nas_bert, onnx_path))
+
+
 def run_pretrain(cfg: DictConfig) -> dict[str, float]:
     output_dir = start_run(cfg)
     datamodule = build(cfg.data)
@@ -236,22 +259,15 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
     # objects passed to the partial, not to instantiate: Hydra would turn the masker dataclass into a config
     module = build(cfg.model, _partial_=True)(student=student, teacher=teacher, masker=masker, objective=objective,
                                               teacher_cache=cache)
+    export_dir = output_dir / "model"
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics = trainer.validate(module, datamodule=datamodule)[0]
+        if trainer.is_global_zero:
+            export_student(cfg, export_dir, student, tokenizer, arch, objective, init, trainer)
+            log_model_artifact(trainer.loggers, export_dir)
     finally:
         finish_loggers(trainer)
     if trainer.is_global_zero:
-        export_dir = output_dir / "model"
-        student.save_pretrained(export_dir)
-        tokenizer.save_pretrained(export_dir)
-        card_after_pretraining(cfg, export_dir, arch, student, objective, init, trainer.global_step, trainer.world_size)
-        log.info("exported the student (%s parameters) to %s", f"{student.num_parameters():,}", export_dir)
-        if cfg.get("export_onnx"):
-            from nas_bert.modeling.onnx_export import check_onnx, export_onnx
-
-            onnx_path = export_onnx(student.nas_bert, export_dir / "model.onnx")
-            log.info("ONNX encoder %s: onnxruntime matches PyTorch within %.1e", onnx_path,
-                     check_onnx(student.nas_bert, onnx_path))
-        push_export(cfg, export_dir)
+        push_export(cfg, export_dir)  # last: a failed push loses nothing written
     return {k: float(v) for k, v in metrics.items()}
