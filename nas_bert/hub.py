@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi, get_token
-from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
 
 
 class HubPushError(RuntimeError):
@@ -32,7 +31,7 @@ def push_model(folder: str | Path, repo_id: str, private: bool = True, api: HfAp
         api.create_repo(repo_id, private=private, exist_ok=True)
         commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder),
                                    commit_message=f"Upload {Path(folder).parent.name} (nas-bert export)")
-    except (OfflineModeIsEnabled, LocalTokenNotFoundError, HfHubHTTPError, OSError) as err:
+    except Exception as err:  # offline, no token, HTTP or network errors (of whichever HTTP client the hub uses)
         raise HubPushError(f"could not push {folder} to the Hub repository {repo_id} ({type(err).__name__}: {err}). "
                            f"The export is kept at {folder}; once online and logged in, upload it with "
                            f"`huggingface-cli upload {repo_id} {folder}`") from err

@@ -82,7 +82,7 @@ def body(record: dict[str, Any]) -> str:
         lat = record.get("latency") or {}
         setting = f"batch {lat.get('batch_size')}, sequence {lat.get('seq_len')}"
         if lat.get("predicted_ms") is not None:
-            lines.append(f"- Predicted latency (the search's table, {lat.get('table_device', '?')}): "
+            lines.append(f"- Predicted latency (the search's latency table: {lat.get('table_setting') or '?'}): "
                          f"{lat['predicted_ms']:.2f} ms")
         if lat.get("measured_ms") is not None:
             lines.append(f"- Measured latency ({setting}, {lat.get('device', '?')}): {lat['measured_ms']:.2f} ms")

@@ -35,6 +35,18 @@ def origin(cfg: DictConfig) -> str:
             f"and knowledge distillation)")
 
 
+def table_setting(cfg: DictConfig) -> str | None:
+    """Where a searched student's predicted latency comes from: its search run's latency table setting."""
+    import json
+
+    s = cfg.student
+    table = Path(str(s.search_run)) / "latency_table.json"
+    if s.get("baseline") or s.get("arch_file") or not table.is_file():
+        return None
+    data = json.loads(table.read_text())
+    return f"{data['device'].get('name')}, batch {data['batch_size']}, sequence {data['seq_len']}"
+
+
 def measured_latency_ms(encoder: torch.nn.Module, vocab_size: int, seq_len: int) -> float:
     from nas_bert.search.baselines import encoder_latency_ms
 
@@ -58,7 +70,7 @@ def card_after_pretraining(cfg: DictConfig, export_dir: Path, arch: Arch, studen
         architecture={"embed": arch.embed, "blocks": [b.to_dict() for b in arch.blocks]},
         size={"params": encoder.num_parameters(), "flops_per_sequence": encoder_flops(arch, seq_len),
               "seq_len": seq_len},
-        latency={"predicted_ms": arch.meta.get("predicted_latency_ms"), "table_device": "the search's device",
+        latency={"predicted_ms": arch.meta.get("predicted_latency_ms"), "table_setting": table_setting(cfg),
                  "measured_ms": measured_latency_ms(encoder, encoder.config.vocab_size, seq_len),
                  "batch_size": 1, "seq_len": seq_len, "device": device_info(device)["name"]},
         recipe={"corpus": cfg.data.get("train_files"), "tokens": tokens, "steps": steps, "objective": objective,
