@@ -68,7 +68,7 @@ def test_other_lengths_masks_and_shapes(tmp_path):
         TeacherStateCache(tmp_path, LAYERS, seq_len=5, hidden=4, capacity=0)
 
 
-def test_the_representation_objective_reads_the_same_states_from_the_cache(tiny_teacher_dir, tmp_path):
+def test_the_representation_objective_reads_the_same_states_from_the_cache(tiny_teacher_dir, tmp_path, caplog):
     teacher = FrozenTeacher(str(tiny_teacher_dir), num_blocks=2)
     student = build_student(uniform_arch(2, 32, 2), vocab_size=30522, max_positions=128, head_dim=16).eval()
     weights = {"hidden_weight": 1.0, "embedding_weight": 1.0, "last_boundary_weight": 2.0}
@@ -88,6 +88,13 @@ def test_the_representation_objective_reads_the_same_states_from_the_cache(tiny_
     with pytest.raises(ValueError, match="teacher_cache=null"):
         PretrainDistillation(student, teacher, optimizer=torch.optim.AdamW, objective="both",
                              intermediate=weights, teacher_cache={"dir": str(tmp_path), "capacity": 8})
+    minilm_inside = {**weights, "minilm_weight": 1.0, "minilm_layer": 1}  # a 2-layer teacher in 2 blocks: layer 1 is
+    shallow = build_student(uniform_arch(1, 32, 1), vocab_size=30522, max_positions=128, head_dim=16)  # inside 1
+    with caplog.at_level(logging.WARNING, logger="nas_bert.lit.pretrain"):
+        live_anyway = PretrainDistillation(shallow, teacher, optimizer=torch.optim.AdamW, objective="representation",
+                                           intermediate=minilm_inside,
+                                           teacher_cache={"dir": str(tmp_path), "capacity": 8})
+    assert live_anyway.teacher_cache_spec is None and "teacher state cache off" in caplog.text
     with pytest.raises(ValueError, match="hidden_weight or"):
         PretrainDistillation(student, teacher, optimizer=torch.optim.AdamW, objective="representation",
                              intermediate={"hidden_weight": 0.0, "embedding_weight": 0.0})

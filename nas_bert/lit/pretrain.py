@@ -12,6 +12,7 @@ The intermediate terms (TinyBERT attention scores, MiniLM relations) can be adde
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from nas_bert.distill.state_cache import TeacherStateCache
 from nas_bert.lit.optim import configure_optimization
 from nas_bert.teacher import FrozenTeacher
 
+log = logging.getLogger(__name__)
 Batch = dict[str, torch.Tensor]
 OBJECTIVES = ("prediction", "representation", "both")
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -97,9 +99,14 @@ class PretrainDistillation(L.LightningModule):
         if objective == "representation" and not (terms.hidden_weight or terms.embedding_weight):
             raise ValueError("objective=representation needs intermediate.hidden_weight or "
                              "intermediate.embedding_weight > 0 (there is nothing to distil otherwise)")
-        if teacher_cache and (objective != "representation" or terms.needs_teacher_layers):
+        if teacher_cache and objective != "representation":
             raise ValueError("the teacher state cache holds unmasked block-boundary states: it needs "
-                             "objective=representation without attention / MiniLM terms; set teacher_cache=null")
+                             "objective=representation; set teacher_cache=null")
+        if teacher_cache and terms.needs_teacher_layers:  # e.g. MiniLM on a layer inside one of this student's blocks
+            log.warning("teacher state cache off for this run: the attention / MiniLM terms read teacher layers "
+                        "inside a block of this %d-block student; the teacher runs at every step",
+                        len(student.config.to_arch().blocks))
+            teacher_cache = None
         self.intermediate = terms if terms.active else None
         self.student_recorder = Recorder(terms.student_modules(student))
         self.teacher_cache_spec = dict(teacher_cache) if teacher_cache else None
