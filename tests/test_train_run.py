@@ -148,6 +148,8 @@ def test_students_with_kd_fill_the_summary(glue_teacher, tiny_teacher_dir, cache
     assert ("rte", "accuracy") in scored and not any("loyalty" in metric for _, metric in scored)
     card = ModelCard.load(glue_teacher / "finetune" / "runs" / "student_rte" / "model" / "README.md")
     assert card.data.base_model == "org/teacher" and card.data.pipeline_tag == "text-classification"
+    tuned = read_record(glue_teacher / "finetune" / "runs" / "student_rte" / "model")
+    assert tuned["architecture"]["blocks"][0]["hidden"] == 32 and tuned["size"]["params"] == result["params"]
     assert {r.metric_type for r in card.data.eval_results} >= {"accuracy"}
     assert result["model"] == "nas-bert-1m" and result["kd"] and result["params"] < 1.2e6
     assert "glue/rte/label_loyalty" in result["best"]

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from nas_bert.arch import Arch
+from nas_bert.encoder import encoder_flops
 from nas_bert.model_card import teacher_license, update_card
 
 GLUE_DATASETS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
@@ -56,7 +57,6 @@ def measured_latency_ms(encoder: torch.nn.Module, vocab_size: int, seq_len: int)
 def card_after_pretraining(cfg: DictConfig, export_dir: Path, arch: Arch, student: Any, objective: str, init: str,
                            steps: int, world_size: int) -> Path:
     """The card of a pre-trained student: what it is, its size, predicted and measured latency, its recipe."""
-    from nas_bert.encoder import encoder_flops
     from nas_bert.search.latency import device_info
 
     seq_len = int(cfg.data.max_seq_length)
@@ -77,9 +77,11 @@ def card_after_pretraining(cfg: DictConfig, export_dir: Path, arch: Arch, studen
                 "init": init, "teacher": str(cfg.teacher.name_or_path)})
 
 
-def card_after_finetuning(cfg: DictConfig, export_dir: Path, task: str, final: dict[str, float], seed: int) -> None:
+def card_after_finetuning(cfg: DictConfig, export_dir: Path, task: str, final: dict[str, float], seed: int,
+                          model: Any) -> None:
     """The fine-tuned model's card (the source model's facts and this score), and the score added to the source
-    model's own card when it has one (a nas-bert export)."""
+    model's own card when it has one (a nas-bert export). Without a record, a NAS-BERT model's architecture and
+    size come from its config."""
     from nas_bert.model_card import read_record
 
     source = Path(str(cfg.finetune.get("init_from") or cfg.finetune.model_path))
@@ -90,10 +92,16 @@ def card_after_finetuning(cfg: DictConfig, export_dir: Path, task: str, final: d
                for key, value in final.items()
                if key.startswith(prefix) and not key.endswith(("num_examples", "loss", "total", "loyalty"))]
     record = read_record(source) if source.is_dir() else {}
+    facts = dict(record)
+    if "architecture" not in facts and hasattr(model.config, "to_arch"):
+        arch = model.config.to_arch()
+        facts["architecture"] = {"embed": arch.embed, "blocks": [b.to_dict() for b in arch.blocks]}
+        facts["size"] = {"params": model.base_model.num_parameters(), "seq_len": int(cfg.data.max_seq_length),
+                         "flops_per_sequence": encoder_flops(arch, int(cfg.data.max_seq_length))}
     name = record.get("model_name") or (source.parent.name if source.name == "model" else source.name)
     tuned = f"fine-tuned on {GLUE_DATASETS.get(task, 'SQuAD v1.1')} with nas-bert"
     made = f"{record['origin']}; then {tuned}" if record.get("origin") else f"`{source}`, {tuned}"
-    update_card(export_dir, **{**record, "model_name": f"{name}-{task}", "origin": made,
+    update_card(export_dir, **{**facts, "model_name": f"{name}-{task}", "origin": made,
                                "base_model": record.get("base_model") or teacher_hub_id(cfg),
                                "pipeline_tag": "text-classification" if task in GLUE_DATASETS else "question-answering",
                                "results": results})

@@ -130,7 +130,7 @@ def run_finetune(cfg: DictConfig) -> dict[str, float]:
             for export_dir in (output_dir / "model", *([Path(ft.export_dir)] if ft.get("export_dir") else [])):
                 model.save_pretrained(export_dir)
                 datamodule.tokenizer.save_pretrained(export_dir)
-                card_after_finetuning(cfg, export_dir, task_name(datamodule), final, int(cfg.seed))
+                card_after_finetuning(cfg, export_dir, task_name(datamodule), final, int(cfg.seed), model)
             log_model_artifact(trainer.loggers, output_dir / "model")
         if ft.get("predict_test") and datamodule.test_split_names:
             write_test_predictions(trainer, module, datamodule, output_dir / "glue_submission")
