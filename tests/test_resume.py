@@ -19,7 +19,7 @@ from nas_bert.stages.search import run_search
 # 3 batches per epoch, a checkpoint every step, written after the kill callback ran: a kill at step 5 resumes from
 # step 4 (mid-epoch), one at step 7 from step 6 (the last batch of an epoch). Each test kills once: the supernet at
 # an epoch's end, the student mid-epoch.
-KILLS = (5, 7)
+MID_EPOCH, EPOCH_END = 5, 7  # the steps the kills come after
 ARCH = ROOT / "tests" / "fixtures" / "v0_1_0" / "search_run" / "architectures" / "debug_40pct.yaml"
 
 
@@ -70,8 +70,8 @@ def test_supernet_killed_at_an_epoch_end_resumes_exactly(tmp_path, tiny_teacher_
     """Dropout on (the RNG state must be restored too), a shrinking round at each epoch end, W&B on."""
     common = [*tiny(tiny_teacher_dir, tmp_path / "cache", TINY_BUDGETS, "logger=default"), "trainer.max_steps=9",
               "callbacks.model_checkpoint.every_n_train_steps=1", "model.dropout=0.1", "search.shrinking.min_per_bin=1"]
-    full, killed = run_killed_and_full(tmp_path, run_search, "search", common, kills=KILLS[1:])
-    assert_same_end(tmp_path, full, killed, steps=9, kills=KILLS[1:])
+    full, killed = run_killed_and_full(tmp_path, run_search, "search", common, kills=(EPOCH_END,))
+    assert_same_end(tmp_path, full, killed, steps=9, kills=(EPOCH_END,))
     shrink_a, shrink_b = (json.loads((r / "shrinking.json").read_text()) for r in (full, killed))
     assert shrink_a["rounds"] == shrink_b["rounds"] == 3 and shrink_a["alive"] == shrink_b["alive"]
     for arch in (full / "architectures").glob("*.yaml"):
@@ -88,7 +88,7 @@ def test_student_pretraining_killed_mid_epoch_resumes_exactly(tmp_path, tiny_tea
                     "model.objective=both", "model.intermediate.hidden_weight=1.0",
                     "model.intermediate.hidden_loss=mse"),
               "trainer.max_steps=7", "callbacks.model_checkpoint.every_n_train_steps=1"]
-    full, killed = run_killed_and_full(tmp_path, run_pretrain, "train", common, kills=KILLS[:1])
-    assert_same_end(tmp_path, full, killed, steps=7, kills=KILLS[:1])
+    full, killed = run_killed_and_full(tmp_path, run_pretrain, "train", common, kills=(MID_EPOCH,))
+    assert_same_end(tmp_path, full, killed, steps=7, kills=(MID_EPOCH,))
     assert any(k.startswith("intermediate.projections") for k in torch.load(
         killed / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
