@@ -15,8 +15,6 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 RECORD = "nas_bert_card.json"
-TASK_TYPES = {"fill-mask": "fill-mask", "text-classification": "text-classification",
-              "question-answering": "question-answering"}
 
 
 def read_record(directory: str | Path) -> dict[str, Any]:
@@ -60,7 +58,7 @@ def render(record: dict[str, Any]) -> ModelCard:
         base_model=record.get("base_model"), pipeline_tag=record.get("pipeline_tag"),
         tags=["nas-bert", "knowledge-distillation", "neural-architecture-search", "model-compression"],
         datasets=sorted({r["dataset"] for r in results} | set(record.get("datasets", []))) or None,
-        eval_results=[EvalResult(task_type=TASK_TYPES.get(record.get("pipeline_tag"), "text-classification"),
+        eval_results=[EvalResult(task_type=record.get("pipeline_tag") or "text-classification",
                                  dataset_type=r["dataset"], dataset_name=r["dataset_name"],
                                  dataset_config=r.get("config"), dataset_split="validation",
                                  metric_type=r["metric"], metric_value=r["value"],
@@ -74,7 +72,9 @@ def body(record: dict[str, Any]) -> str:
     if arch := record.get("architecture"):
         lines += ["## Architecture", "", f"Embedding size {arch.get('embed') or arch['blocks'][0]['hidden']}; "
                   "each block's ops at its width:", "", "| block | width | ops |", "|---|---|---|"]
-        lines += [f"| {i} | {b['hidden']} | {' '.join(b['ops']) or '(none)'} |" for i, b in enumerate(arch["blocks"])]
+        for i, block in enumerate(arch["blocks"]):
+            ops = " ".join(op for op in block["ops"] if op != "identity") or "(none)"
+            lines.append(f"| {i} | {block['hidden']} | {ops} |")
         lines.append("")
     if size := record.get("size"):
         lines += ["## Size and speed", "", f"- Parameters (encoder): {size['params']:,}",

@@ -16,7 +16,7 @@ import importlib
 import logging
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -269,8 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run_cli(main: Callable[[], int]) -> None:
+    """Exit with `main()`'s status; a bad model folder, a missing package or a failed check as `error: <why>`."""
     try:
         sys.exit(main())
     except (FileNotFoundError, ImportError, ValueError, OnnxCheckError) as err:
         sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from nas_bert.modeling.onnx_export import (
     output_names,
     random_inputs,
     require,
+    run_cli,
 )
 
 log = logging.getLogger(__name__)
@@ -102,22 +102,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-cosine", type=float, default=0.99, help="least cosine of int8 to fp32 outputs")
     args = parser.parse_args(argv)
     model = load_pretrained(args.model_dir, args.task)
-    torch_cos = check_close(model, lambda x: _OnnxWrapper(quantize_torch(model), output_names(model))(**x),
-                            "torch int8", args.min_cosine)
+    names, int8 = output_names(model), quantize_torch(model)
+    torch_cos = check_close(model, lambda x: _OnnxWrapper(int8, names)(**x), "torch int8", args.min_cosine)
     fp32_path = args.model_dir / "model.onnx"
     if not fp32_path.is_file():
         export_onnx(model, fp32_path)
     report = quantize_onnx(fp32_path, args.model_dir / "model_int8.onnx")
-    onnx_cos = check_close(model, onnx_runner(args.model_dir / "model_int8.onnx", output_names(model)),
-                           "onnxruntime int8", args.min_cosine)
-    print(f"torch int8: cosine {torch_cos:.4f} to fp32 ({kept_fp32(quantize_torch(model))} left fp32); "
+    onnx_cos = check_close(model, onnx_runner(args.model_dir / "model_int8.onnx", names), "onnxruntime int8",
+                           args.min_cosine)
+    print(f"torch int8: cosine {torch_cos:.4f} to fp32 ({kept_fp32(int8)} left fp32); "
           f"onnxruntime int8 -> {args.model_dir / 'model_int8.onnx'}: cosine {onnx_cos:.4f}, int8 ops "
           f"{report['int8']}, fp32 weight ops {report['fp32'] or 'none'}")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (FileNotFoundError, ImportError, ValueError, OnnxCheckError) as err:
-        sys.exit(f"error: {err}")
+    run_cli(main)

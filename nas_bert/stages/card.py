@@ -12,8 +12,10 @@ from nas_bert.arch import Arch
 from nas_bert.encoder import encoder_flops
 from nas_bert.model_card import teacher_license, update_card
 
-GLUE_DATASETS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
-                 "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
+
+def architecture(arch: Arch) -> dict:
+    """The card's architecture facts: the blocks and the embedding size, without the search's `meta`."""
+    return {key: value for key, value in arch.to_dict().items() if key != "meta"}
 
 
 def teacher_hub_id(cfg: DictConfig) -> str | None:
@@ -67,7 +69,7 @@ def card_after_pretraining(cfg: DictConfig, export_dir: Path, arch: Arch, studen
     return update_card(
         export_dir, model_name=Path(cfg.paths.output_dir).name, base_model=teacher_hub_id(cfg),
         license=teacher_license(str(cfg.teacher.name_or_path)), pipeline_tag="fill-mask", origin=origin(cfg),
-        architecture={"embed": arch.embed, "blocks": [b.to_dict() for b in arch.blocks]},
+        architecture=architecture(arch),
         size={"params": encoder.num_parameters(), "flops_per_sequence": encoder_flops(arch, seq_len),
               "seq_len": seq_len},
         latency={"predicted_ms": arch.meta.get("predicted_latency_ms"), "table_setting": table_setting(cfg),
@@ -82,28 +84,29 @@ def card_after_finetuning(cfg: DictConfig, export_dir: Path, task: str, final: d
     """The fine-tuned model's card (the source model's facts and this score), and the score added to the source
     model's own card when it has one (a nas-bert export). Without a record, a NAS-BERT model's architecture and
     size come from its config."""
+    from nas_bert.data.glue import GLUE_TASKS
     from nas_bert.model_card import read_record
 
     source = Path(str(cfg.finetune.get("init_from") or cfg.finetune.model_path))
-    prefix = f"val/glue/{task}/" if task in GLUE_DATASETS else "val/squad/"
+    glue = GLUE_TASKS.get(task)  # None: SQuAD
+    prefix, dataset = (f"val/glue/{task}/", glue.folder) if glue else ("val/squad/", "SQuAD v1.1")
     results = [{"task": task, "metric": key.removeprefix(prefix), "value": float(value), "seed": seed,
-                "dataset": "glue" if task in GLUE_DATASETS else "squad", "config": task if task in GLUE_DATASETS
-                else None, "dataset_name": GLUE_DATASETS.get(task, "SQuAD v1.1")}
+                "dataset": "glue" if glue else "squad", "config": task if glue else None, "dataset_name": dataset}
                for key, value in final.items()
                if key.startswith(prefix) and not key.endswith(("num_examples", "loss", "total", "loyalty"))]
     record = read_record(source) if source.is_dir() else {}
     facts = dict(record)
     if "architecture" not in facts and hasattr(model.config, "to_arch"):
         arch = model.config.to_arch()
-        facts["architecture"] = {"embed": arch.embed, "blocks": [b.to_dict() for b in arch.blocks]}
+        facts["architecture"] = architecture(arch)
         facts["size"] = {"params": model.base_model.num_parameters(), "seq_len": int(cfg.data.max_seq_length),
                          "flops_per_sequence": encoder_flops(arch, int(cfg.data.max_seq_length))}
     name = record.get("model_name") or (source.parent.name if source.name == "model" else source.name)
-    tuned = f"fine-tuned on {GLUE_DATASETS.get(task, 'SQuAD v1.1')} with nas-bert"
+    tuned = f"fine-tuned on {dataset} with nas-bert"
     made = f"{record['origin']}; then {tuned}" if record.get("origin") else f"`{source}`, {tuned}"
     update_card(export_dir, **{**facts, "model_name": f"{name}-{task}", "origin": made,
                                "base_model": record.get("base_model") or teacher_hub_id(cfg),
-                               "pipeline_tag": "text-classification" if task in GLUE_DATASETS else "question-answering",
+                               "pipeline_tag": "text-classification" if glue else "question-answering",
                                "results": results})
     if record:
         update_card(source, results=results)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,6 @@ def log_model_artifact(loggers: list[Logger], folder: Path) -> None:
     wandb_loggers = [logger for logger in loggers if isinstance(logger, WandbLogger)]
     if not wandb_loggers:
         return
-    import re
-
     import wandb
 
     from nas_bert.model_card import read_record

@@ -188,21 +188,22 @@ def sequences_per_rank(cfg: DictConfig, trainer: L.Trainer, train_sequences: int
     return max(min(train_sequences // trainer.world_size, trainer.max_steps * per_step), 1)
 
 
-def teacher_cache_spec(cfg: DictConfig, objective: str, sequences: int, teacher: FrozenTeacher) -> dict | None:
+def teacher_cache_spec(cfg: DictConfig, objective: str, sequences: int, teacher: FrozenTeacher,
+                       blocks: int) -> dict | None:
     """{"dir", "capacity"} of the teacher state cache, or None when off (`teacher_cache.dir: null`) or unusable
-    (objectives other than representation mask their inputs, so the teacher's states change every step)."""
-    cache, terms = cfg.get("teacher_cache"), cfg.model.get("intermediate") or {}
-    minilm_layer = terms.get("minilm_layer")
-    reads_layers = terms.get("attention_weight") or (terms.get("minilm_weight") and (
-        minilm_layer is None or minilm_layer % teacher.layers_per_block))  # states the cache does not hold
-    if not cache or not cache.get("dir") or objective != "representation" or reads_layers:
+    (objectives other than representation mask their inputs, so the teacher's states change every step). It holds
+    the teacher's states at the boundaries of a `blocks`-block student, so students of another block count keep
+    their own. Whether the terms can be served from those alone is the module's call (it turns the cache off if
+    not)."""
+    cache = cfg.get("teacher_cache")
+    if not cache or not cache.get("dir") or objective != "representation":
         return None
     resolved = Path(resolve_model_path(teacher.name_or_path))
     identity = (resolved / "config.json").read_bytes() if (resolved / "config.json").is_file() else b""
     digest = hashlib.sha256(str(resolved).encode() + identity).hexdigest()[:8]
     seq_len = cfg.data.max_seq_length
-    folder = Path(cache.dir) / f"{slug(teacher.name_or_path)}-{digest}-b{teacher.num_blocks}-t{seq_len}"
-    row_bytes = (teacher.num_blocks + 1) * seq_len * teacher.hidden_size * 2  # float16
+    folder = Path(cache.dir) / f"{slug(teacher.name_or_path)}-{digest}-b{blocks}-t{seq_len}"
+    row_bytes = (blocks + 1) * seq_len * teacher.hidden_size * 2  # float16
     capacity = min(sequences, int(float(cache.max_gib) * 2**30 // row_bytes))
     return {"dir": str(folder), "capacity": max(capacity, 1)}
 
@@ -255,7 +256,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
     if steps is not None:  # the token budget decides the length, whatever max_steps / max_epochs say
         trainer.fit_loop.epoch_loop.max_steps, trainer.fit_loop.max_epochs = steps, -1
     cache = teacher_cache_spec(cfg, objective, sequences_per_rank(cfg, trainer, len(datamodule.train_dataset)),
-                               teacher)
+                               teacher, len(arch.blocks))
     # objects passed to the partial, not to instantiate: Hydra would turn the masker dataclass into a config
     module = build(cfg.model, _partial_=True)(student=student, teacher=teacher, masker=masker, objective=objective,
                                               teacher_cache=cache)
