@@ -157,6 +157,34 @@ def test_students_with_kd_fill_the_summary(glue_teacher, tiny_teacher_dir, cache
     assert summary[0].split(" | ")[:4] == ["| model", "params (M)", "rte", "GLUE avg"] and len(summary) == 4
 
 
+def test_quantization_aware_kd_gives_a_student_that_reloads_quantized_and_exports_qdq(glue_teacher, tiny_teacher_dir,
+                                                                                      cache_dir):
+    import onnx
+    import torch
+
+    from nas_bert.modeling.lsq import LsqLinear
+    from nas_bert.modeling.onnx_export import check_onnx, export_onnx, load_pretrained
+
+    student_dir = glue_teacher / "nas-bert-qat" / "model"
+    build_student(uniform_arch(2, 32, 1), vocab_size=30522, max_positions=128, head_dim=16).save_pretrained(student_dir)
+    update_card(student_dir, model_name="nas-bert-qat")
+    glue = ("experiment=glue_students", "data/glue=local", f"data.data_dir={GLUE}", "data.task=rte",
+            f"finetune.model_path={student_dir}")
+    with pytest.raises(ValueError, match=r"weight_bits in \(4, 8\)"):
+        finetune(glue_teacher, "w2", tiny_teacher_dir, cache_dir, *glue, "finetune.qat={weight_bits: 2}")
+    result = finetune(glue_teacher, "w4", tiny_teacher_dir, cache_dir, *glue, "finetune.qat={weight_bits: 4}")
+    assert result["kd"] and not read_record(student_dir)["results"]  # not the fp32 source's score
+    model = load_pretrained(glue_teacher / "finetune" / "runs" / "w4" / "model")
+    quantized = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert model.config.lsq == {"weight_bits": 4, "act_bits": 8} and all(isinstance(m, LsqLinear) for m in quantized)
+    assert all(bool(m.weight_quantizer.initialized) and bool(m.input_quantizer.initialized) for m in quantized)
+    path = export_onnx(model, glue_teacher / "w4.onnx", seq_len=16)
+    assert check_onnx(model, path) < 1e-4
+    ops = [node.op_type for node in onnx.load(path).graph.node]
+    assert ops.count("QuantizeLinear") >= len(quantized)
+    assert read_record(glue_teacher / "finetune" / "runs" / "w4" / "model")["model_name"] == "nas-bert-qat-w4a8-rte"
+
+
 def test_a_teacher_of_another_task_and_an_unknown_task_are_refused(glue_teacher, tiny_teacher_dir, cache_dir):
     teacher = glue_teacher / "finetune" / "teachers" / "rte" / "model"
     glue = ("experiment=finetune_glue", "data/glue=local", f"data.data_dir={GLUE}")

@@ -14,6 +14,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 from nas_bert.arch import MHA, Arch, ArchitectureError, BlockArch
+from nas_bert.modeling.lsq import check_lsq_bits
 
 # Read-only values computed from `arch`; written to config.json for people to read, checked when read back.
 DERIVED_KEYS = ("layers", "hidden_size", "embedding_size", "num_hidden_layers")
@@ -46,6 +47,8 @@ class NasBertConfig(PreTrainedConfig):
     classifier_dropout: float | int | None = None
     classifier_pooling: str = "cls"  # the classifier reads the first token (BERT), the mean of all (SBERT), or for
     # sentence pairs each segment's mean as [u, v, |u - v|, u * v] (`pair`, SBERT's classifier features)
+    lsq: dict | None = None  # {"weight_bits": 4 | 8, "act_bits": 8}: a quantization-aware (KDLSQ) student, its
+    # Linears computing on learned integer grids (nas_bert.modeling.lsq); None: full precision
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = True
@@ -68,6 +71,8 @@ class NasBertConfig(PreTrainedConfig):
                 )
         if self.classifier_pooling not in POOLINGS:
             raise ValueError(f"NasBertConfig: classifier_pooling={self.classifier_pooling!r}; use one of {POOLINGS}")
+        if self.lsq is not None:
+            self.lsq = check_lsq_bits(**self.lsq)
         derived = {key: kwargs.pop(key) for key in DERIVED_KEYS if key in kwargs}
         super().__post_init__(**kwargs)
         for key, value in derived.items():  # values read back from config.json must agree with `arch`

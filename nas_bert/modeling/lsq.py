@@ -3,7 +3,9 @@ training of a student with task KD. Every Linear of the encoder and head becomes
 quantized to `weight_bits` (8, or 4 for weights only) and its input to 8 bits, each with a learned step size.
 
 The forward pass computes with the quantized values (fake quantization: still float tensors); rounding passes
-gradients straight through, and each step size gets LSQ's gradient scale 1 / sqrt(numel x Qp).
+gradients straight through, and each step size gets LSQ's gradient scale 1 / sqrt(numel x Qp). Under ONNX export
+the same values are written as QuantizeLinear / DequantizeLinear pairs (int8; 4-bit weights are int8 values in
+[-8, 7]), which onnxruntime runs as integer matmuls.
 """
 
 from __future__ import annotations
@@ -76,15 +78,35 @@ class LsqLinear(nn.Linear):
         return quantized
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            return self._qdq_forward(x)
         return nn.functional.linear(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
 
+    def _qdq_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same values through torch's int8 fake-quantize op, which the ONNX exporter writes as Q/DQ pairs.
+        The weight is first put on its own (4- or 8-bit) grid: its levels lie within int8's, so the int8 pair
+        reproduces it exactly."""
+        on_grid = self.weight_quantizer(self.weight).detach()
+        x = torch.fake_quantize_per_tensor_affine(x, float(self.input_quantizer.step), 0, -128, 127)
+        w = torch.fake_quantize_per_tensor_affine(on_grid, float(self.weight_quantizer.step), 0, -128, 127)
+        return nn.functional.linear(x, w, self.bias)
 
-def lsq_quantize(model: nn.Module, weight_bits: int = 8, act_bits: int = 8) -> nn.Module:
-    """Replace every nn.Linear of `model` (in place) by an `LsqLinear` with the same weights; returns the model.
-    Run one forward pass on real data before training so that every step size is initialised from it."""
+
+def lsq_quantize(model: nn.Module, weight_bits: int = 8, act_bits: int = 8,
+                 keep: tuple[nn.Module, ...] = ()) -> nn.Module:
+    """Replace every nn.Linear of `model` but those in `keep` (in place) by an `LsqLinear` with the same weights;
+    returns the model. Run one forward pass on real data before training: it initialises every step size."""
     for name, child in list(model.named_children()):
-        if type(child) is nn.Linear:
+        if type(child) is nn.Linear and not any(child is kept for kept in keep):
             setattr(model, name, LsqLinear.from_linear(child, weight_bits, act_bits))
         else:
-            lsq_quantize(child, weight_bits, act_bits)
+            lsq_quantize(child, weight_bits, act_bits, keep)
     return model
+
+
+def check_lsq_bits(weight_bits: int, act_bits: int = 8) -> dict[str, int]:
+    """{"weight_bits", "act_bits"} when supported (weights 4 or 8, activations 8), else a ValueError naming them."""
+    if weight_bits not in BITS or act_bits != 8:
+        raise ValueError(f"quantization-aware training supports weight_bits in {BITS} and act_bits=8; got "
+                         f"weight_bits={weight_bits}, act_bits={act_bits}")
+    return {"weight_bits": int(weight_bits), "act_bits": int(act_bits)}

@@ -21,6 +21,7 @@ from transformers.modeling_outputs import (
 
 from nas_bert.encoder import StudentEncoder
 from nas_bert.modeling.configuration_nas_bert import NasBertConfig
+from nas_bert.modeling.lsq import LsqLinear, check_lsq_bits, lsq_quantize
 
 
 class NasBertPreTrainedModel(PreTrainedModel):
@@ -41,6 +42,25 @@ class NasBertPreTrainedModel(PreTrainedModel):
             return
         if is_main_process:
             write_remote_code(save_directory)
+
+    def post_init(self) -> None:
+        """A config with `lsq` builds the quantization-aware model its weights were trained as."""
+        if self.config.lsq:
+            self.quantize_lsq(**self.config.lsq)
+        super().post_init()
+
+    def quantize_lsq(self, weight_bits: int, act_bits: int = 8) -> None:
+        """Make this model quantization-aware (KDLSQ), in place: every Linear of the encoder and the task head
+        becomes an `LsqLinear` (a tied MLM decoder stays full precision), recorded in `config.lsq` so that the
+        saved model loads as it was trained. Step sizes start from the first forward pass."""
+        bits = check_lsq_bits(weight_bits, act_bits)
+        existing = next((m for m in self.modules() if isinstance(m, LsqLinear)), None)
+        if existing is not None and existing.weight_quantizer.bits != bits["weight_bits"]:
+            raise ValueError(f"this model is already quantization-aware at {existing.weight_quantizer.bits}-bit "
+                             f"weights; start from a full-precision model to train it at {weight_bits} bits")
+        self.config.lsq = bits
+        decoder = self.get_output_embeddings() if hasattr(self, "lm_head") else None
+        lsq_quantize(self, **bits, keep=(decoder,) if decoder is not None else ())
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

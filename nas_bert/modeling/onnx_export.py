@@ -24,6 +24,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from nas_bert.modeling.lsq import LsqLinear
 from nas_bert.modeling.modeling_nas_bert import (
     NasBertForMaskedLM,
     NasBertForQuestionAnswering,
@@ -33,6 +34,7 @@ from nas_bert.modeling.modeling_nas_bert import (
 )
 from nas_bert.utils.modes import eval_mode
 
+log = logging.getLogger(__name__)
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES: dict[type[NasBertPreTrainedModel], tuple[str, ...]] = {
     NasBertModel: ("last_hidden_state",),
@@ -111,6 +113,7 @@ def _quiet_exporter() -> Iterator[None]:
             warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
             warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export",
                                     category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # LSQ steps traced as constants
             yield
     finally:
         logger.setLevel(level)
@@ -128,6 +131,12 @@ def export_onnx(model: NasBertPreTrainedModel, path: str | Path, opset: int = DE
     # (torch.export) exporter is the default: it is the maintained one and refuses to silently specialise
     # a dynamic axis, whereas the TorchScript one is deprecated (torch >= 2.9 warns on each use); it is kept
     # as a fallback (`dynamo=False`, CLI `--legacy`) that is ~20x faster and needs no onnxscript.
+    # A quantization-aware (LSQ) model always takes the TorchScript exporter: torch.export has no fake-quantize
+    # kernel for symbolic shapes, and the TorchScript graph's Q/DQ pairs are the ones onnxruntime fuses into
+    # integer matmuls (MatMulIntegerToFloat).
+    if dynamo and any(isinstance(m, LsqLinear) for m in model.modules()):
+        log.info("quantization-aware model: exported with the TorchScript exporter (Q/DQ pairs)")
+        dynamo = False
     require("onnx", *(["onnxscript"] if dynamo else []))
     names = output_names(model)
     path = Path(path)

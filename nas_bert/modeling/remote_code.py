@@ -20,6 +20,7 @@ CODE_MODULES = {
     "nas_bert.ops": "ops.py",
     "nas_bert.space": "space.py",
     "nas_bert.encoder": "encoder.py",
+    "nas_bert.modeling.lsq": "lsq.py",
     "nas_bert.modeling.configuration_nas_bert": "configuration_nas_bert.py",
     "nas_bert.modeling.modeling_nas_bert": "modeling_nas_bert.py",
 }

@@ -103,10 +103,14 @@ def card_after_finetuning(cfg: DictConfig, export_dir: Path, task: str, final: d
                          "flops_per_sequence": encoder_flops(arch, int(cfg.data.max_seq_length))}
     name = record.get("model_name") or (source.parent.name if source.name == "model" else source.name)
     tuned = f"fine-tuned on {dataset} with nas-bert"
+    lsq = getattr(model.config, "lsq", None)  # quantization-aware: its scores are not the source model's
+    if lsq:
+        tuned += f", quantization-aware (LSQ: {lsq['weight_bits']}-bit weights, {lsq['act_bits']}-bit activations)"
+        name += f"-w{lsq['weight_bits']}a{lsq['act_bits']}"
     made = f"{record['origin']}; then {tuned}" if record.get("origin") else f"`{source}`, {tuned}"
     update_card(export_dir, **{**facts, "model_name": f"{name}-{task}", "origin": made,
                                "base_model": record.get("base_model") or teacher_hub_id(cfg),
                                "pipeline_tag": "text-classification" if glue else "question-answering",
                                "results": results})
-    if record:
+    if record and not lsq:
         update_card(source, results=results)

@@ -15,6 +15,8 @@ from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelFor
 
 from nas_bert.data.glue import GlueDataModule, write_glue_submission
 from nas_bert.data.squad import SquadDataModule
+from nas_bert.modeling import NasBertPreTrainedModel
+from nas_bert.modeling.lsq import check_lsq_bits
 from nas_bert.stages.card import card_after_finetuning
 from nas_bert.stages.common import (
     build,
@@ -26,6 +28,7 @@ from nas_bert.stages.common import (
 )
 from nas_bert.stages.summary import record_result
 from nas_bert.teacher import FrozenTeacher, resolve_model_path
+from nas_bert.utils.modes import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,18 @@ def start_at_label_mean(model: torch.nn.Module, fresh: set[str], labels: Any) ->
             biases[0].fill_(float(torch.as_tensor(labels, dtype=torch.float64).mean()))
 
 
+def make_quantization_aware(model: torch.nn.Module, qat: Any, datamodule: Any) -> None:
+    """KDLSQ: the student's Linears fake-quantized with learned step sizes (`finetune.qat`: {weight_bits: 4 | 8,
+    act_bits: 8}), the step sizes initialised from one training batch (the same on every rank)."""
+    if not isinstance(model, NasBertPreTrainedModel):
+        raise ValueError(f"finetune.qat trains NAS-BERT students quantization-aware; {type(model).__name__} is not "
+                         f"one: set finetune.qat=null, or fine-tune a nas-bert student")
+    model.quantize_lsq(**qat)
+    batch = next(iter(datamodule.train_dataloader()))
+    with torch.no_grad(), eval_mode(model):
+        model(**{key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch})
+
+
 def load_task_teacher(path: str, datamodule: Any) -> FrozenTeacher:
     """The KD teacher: a model fine-tuned for this very task (its head is used as it is, never re-initialised)."""
     auto_class, head = task_head(datamodule)
@@ -111,6 +126,8 @@ def parameter_count(model: torch.nn.Module) -> int:
 def run_finetune(cfg: DictConfig) -> dict[str, float]:
     output_dir = start_run(cfg)
     ft = cfg.finetune
+    if ft.get("qat"):
+        check_lsq_bits(**ft.qat)  # a bad bit-width is refused before any data is read
     datamodule = build(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -119,6 +136,8 @@ def run_finetune(cfg: DictConfig) -> dict[str, float]:
     setting = "finetune.init_from" if ft.init_from else "finetune.model_path"
     pooling = ft.get("classifier_pooling") if isinstance(datamodule, GlueDataModule) else None
     model = load_task_model(ft.init_from or ft.model_path, datamodule, setting, pooling)
+    if ft.get("qat"):
+        make_quantization_aware(model, ft.qat, datamodule)
     teacher = load_task_teacher(ft.teacher_path, datamodule) if ft.get("teacher_path") else None
     extra = {"teacher_logits_file": logits_file} if (logits_file := teacher_logits_file(cfg, datamodule)) else {}
     module = build(cfg.model, model=model, teacher=teacher, **extra)
