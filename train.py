@@ -1,6 +1,7 @@
 """`python train.py`: pre-train a searched architecture with KD and export it (stage 3, the default);
 `experiment=finetune_glue` / `finetune_squad` fine-tune a model with task KD (stage 4); `stage=fit` fits
-any configured LightningModule. See README.md.
+any configured LightningModule; `experiment=ptq_glue` scores a fine-tuned student's post-training quantized
+forms. See README.md.
 """
 
 import os
@@ -20,7 +21,7 @@ register_resolvers()  # ${package_dir:...} and ${sweep_name:...} in conf/
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     if cfg.stage not in STAGES or cfg.stage == "search":
-        raise ValueError(f"unknown stage {cfg.stage!r}; choose one of pretrain, finetune, fit")
+        raise ValueError(f"unknown stage {cfg.stage!r}; choose one of pretrain, finetune, fit, ptq")
     metrics = STAGES[cfg.stage](cfg)
     return metrics.get(cfg.get("optimized_metric"))
 

@@ -94,6 +94,15 @@ def test_each_budget_gets_its_baselines_once_pretrained_for_the_same_tokens(tmp_
     searched = pipeline.pretrain_step(cfg, tmp_path, models[0])
     assert {f"student.search_run={tmp_path / 'search'}", "student.budget=quarter"} <= set(searched.overrides)
 
+    fp32 = pipeline.finetune_step(cfg, tmp_path, models[0], "rte", 1, tmp_path / "teacher")
+    ptq, qat = pipeline.quantization_steps(cfg, tmp_path, models[0], "rte", 1, fp32)
+    tuned = tmp_path / "finetune" / "nas-bert-quarter_rte_s1" / "model"
+    assert {"experiment=ptq_glue", f"finetune.model_path={tuned}", "seed=1", "data.task=rte"} <= set(ptq.overrides)
+    assert ptq.output == tmp_path / "ptq" / "nas-bert-quarter_rte_s1" / "ptq.json"
+    composed = compose_config("train", tmp_path / "qat", *[o for o in qat.overrides if not o.startswith("hydra.")])
+    assert composed.finetune.init_from == str(tuned) and composed.finetune.qat.weight_bits == 4
+    assert composed.trainer.max_epochs == 1 and composed.finetune.model_name == "nas-bert-quarter-w4a8"
+
 
 def test_bad_study_settings_fail_before_any_step(tmp_path, monkeypatch):
     cfg = compose_config("search", tmp_path, "+pipeline=cpu_study", "pipeline.seeds=[]")

@@ -175,3 +175,26 @@ def test_log_report_calls_loggers(tmp_path):
     columns, data = wandb.tables["study/summary"]
     assert len(data) == len(MODELS) and all(len(d) == len(columns) for d in data)
     assert data[1][columns.index("model")] == "nas-1/4" and table_only.keys == ["study/summary"]
+
+
+def test_the_quantization_report_sets_every_form_beside_fp32(tmp_path):
+    import json
+
+    from nas_bert.stages.quantization_report import quantization_records, write_quantization_report
+
+    folder = tmp_path / "quantization"
+    folder.mkdir()
+    ptq = [{"model": "nas", "task": t, "seed": s, "form": form, "score": base + s - drop}
+           for t, base in (("rte", 60.0), ("mrpc", 80.0)) for s in (0, 1) for form, drop in (("fp32", 0), ("int8_torch", 1))]
+    stale = {**ptq[0], "score": 0.0}
+    (folder / "ptq.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [stale, *ptq]))  # the last row counts
+    qat = [{"model": "nas-w4a8", "task": t, "seed": s, "best": {f"glue/{t}/combined_score": (base + s - 2) / 100}}
+           for t, base in (("rte", 60.0), ("mrpc", 80.0)) for s in (0, 1)]
+    (folder / "qat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qat))
+    assert len(quantization_records(folder)) == 12
+    table = write_quantization_report(folder).read_text().splitlines()
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[4:]]
+    assert [row[1] for row in cells] == ["fp32", "int8_torch", "w4a8_qat"]
+    assert cells[0][2:6] == ["60.50", "80.50", "70.50 ± 0.71", ""]  # seeds 0 and 1: 70 and 71; no change from itself
+    assert [row[5] for row in cells[1:]] == ["-1.00", "-2.00"]
+    assert (folder / "summary.csv").read_text().count("\n") == 13

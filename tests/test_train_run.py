@@ -157,31 +157,44 @@ def test_students_with_kd_fill_the_summary(glue_teacher, tiny_teacher_dir, cache
     assert summary[0].split(" | ")[:4] == ["| model", "params (M)", "rte", "GLUE avg"] and len(summary) == 4
 
 
-def test_quantization_aware_kd_gives_a_student_that_reloads_quantized_and_exports_qdq(glue_teacher, tiny_teacher_dir,
-                                                                                      cache_dir):
+def test_a_fine_tuned_student_is_scored_quantized_and_trained_quantization_aware(glue_teacher, tiny_teacher_dir,
+                                                                                    cache_dir):
+    """The pipeline's chain: fp32 fine-tuning, post-training quantized scores (stage ptq), then QAT with KD."""
     import onnx
     import torch
 
     from nas_bert.modeling.lsq import LsqLinear
     from nas_bert.modeling.onnx_export import check_onnx, export_onnx, load_pretrained
+    from nas_bert.stages.ptq import run_ptq
 
     student_dir = glue_teacher / "nas-bert-qat" / "model"
     build_student(uniform_arch(2, 32, 1), vocab_size=30522, max_positions=128, head_dim=16).save_pretrained(student_dir)
     update_card(student_dir, model_name="nas-bert-qat")
-    glue = ("experiment=glue_students", "data/glue=local", f"data.data_dir={GLUE}", "data.task=rte",
-            f"finetune.model_path={student_dir}")
+    glue = ("experiment=glue_students", "data/glue=local", f"data.data_dir={GLUE}", "data.task=rte")
+    fp32 = finetune(glue_teacher, "fp32", tiny_teacher_dir, cache_dir, *glue, f"finetune.model_path={student_dir}")
+    tuned = glue_teacher / "finetune" / "runs" / "fp32" / "model"
+
+    ptq_run = glue_teacher / "ptq" / "fp32"
+    run_stage(run_ptq, "train", ptq_run, *tiny(tiny_teacher_dir, cache_dir, "experiment=ptq_glue", *glue[1:],
+                                                  f"finetune.model_path={tuned}", "finetune.model_name=s"))
+    rows = {row["form"]: row for row in json.loads((ptq_run / "ptq.json").read_text())}
+    assert set(rows) == {"fp32", "int8_torch", "int8_onnx", "w4a8_ptq"}
+    assert rows["fp32"]["score"] == pytest.approx(100 * fp32["final"]["val/glue/rte/combined_score"])  # re-scored
+    assert all(0 <= row["score"] <= 100 and row["model"] == "s" for row in rows.values())
+
+    qat = ("finetune.qat={weight_bits: 4}", f"finetune.init_from={tuned}", f"finetune.model_path={student_dir}")
     with pytest.raises(ValueError, match=r"weight_bits in \(4, 8\)"):
         finetune(glue_teacher, "w2", tiny_teacher_dir, cache_dir, *glue, "finetune.qat={weight_bits: 2}")
-    result = finetune(glue_teacher, "w4", tiny_teacher_dir, cache_dir, *glue, "finetune.qat={weight_bits: 4}")
-    assert result["kd"] and not read_record(student_dir)["results"]  # not the fp32 source's score
+    scores = read_record(tuned)["results"]
+    result = finetune(glue_teacher, "w4", tiny_teacher_dir, cache_dir, *glue, *qat)
+    assert result["kd"] and read_record(tuned)["results"] == scores  # the fp32 model's card keeps its own scores
     model = load_pretrained(glue_teacher / "finetune" / "runs" / "w4" / "model")
-    quantized = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert model.config.lsq == {"weight_bits": 4, "act_bits": 8} and all(isinstance(m, LsqLinear) for m in quantized)
-    assert all(bool(m.weight_quantizer.initialized) and bool(m.input_quantizer.initialized) for m in quantized)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert model.config.lsq == {"weight_bits": 4, "act_bits": 8} and all(isinstance(m, LsqLinear) for m in linears)
+    assert all(bool(m.weight_quantizer.initialized) and bool(m.input_quantizer.initialized) for m in linears)
     path = export_onnx(model, glue_teacher / "w4.onnx", seq_len=16)
     assert check_onnx(model, path) < 1e-4
-    ops = [node.op_type for node in onnx.load(path).graph.node]
-    assert ops.count("QuantizeLinear") >= len(quantized)
+    assert [node.op_type for node in onnx.load(path).graph.node].count("QuantizeLinear") >= len(linears)
     assert read_record(glue_teacher / "finetune" / "runs" / "w4" / "model")["model_name"] == "nas-bert-qat-w4a8-rte"
 
 

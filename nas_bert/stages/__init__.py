@@ -10,8 +10,10 @@ from omegaconf import DictConfig
 from nas_bert.stages.finetune import run_finetune
 from nas_bert.stages.fit import run_fit
 from nas_bert.stages.pretrain import run_pretrain
+from nas_bert.stages.ptq import run_ptq
 from nas_bert.stages.search import run_search
 
 # `search` is search.py's stage; the others are train.py's `stage=` choices
 STAGES: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
-    "search": run_search, "pretrain": run_pretrain, "finetune": run_finetune, "fit": run_fit}
+    "search": run_search, "pretrain": run_pretrain, "finetune": run_finetune, "fit": run_fit,
+    "ptq": run_ptq}

@@ -102,6 +102,7 @@ def card_after_finetuning(cfg: DictConfig, export_dir: Path, task: str, final: d
         facts["size"] = {"params": model.base_model.num_parameters(), "seq_len": int(cfg.data.max_seq_length),
                          "flops_per_sequence": encoder_flops(arch, int(cfg.data.max_seq_length))}
     name = record.get("model_name") or (source.parent.name if source.name == "model" else source.name)
+    name = name.removesuffix(f"-{task}")  # tuned again on its own task (e.g. quantization-aware): named once
     tuned = f"fine-tuned on {dataset} with nas-bert"
     lsq = getattr(model.config, "lsq", None)  # quantization-aware: its scores are not the source model's
     if lsq:

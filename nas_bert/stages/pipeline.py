@@ -126,12 +126,14 @@ def debug_choice() -> str | None:
 
 def step_settings(cfg: DictConfig) -> DictConfig:
     """`cfg.pipeline`, for a debug run with `debug=<name>` added to every step and without the step sizes
-    (`pretrain`, `finetune`, `task_overrides`, `tokens`), which would override the debug sizes."""
+    (`pretrain`, `finetune`, `task_overrides`, `tokens`, `quantization.qat`), which would override the debug sizes."""
     p = cfg.pipeline.copy()
     debug = debug_choice()
     if debug:
         p.common, p.pretrain, p.finetune = [*p.common, f"debug={debug}"], [], []
         p.task_overrides, p.tokens = {}, None
+        if p.get("quantization"):
+            p.quantization.qat = []
     return p
 
 
@@ -180,6 +182,26 @@ def finetune_step(cfg: DictConfig, out: Path, model: Model, task: str, seed: int
                  f"finetune.model_name={model.name}", f"finetune.results_file={out / 'finetune' / 'results.jsonl'}",
                  f"seed={seed}", *data, *p.common, *p.finetune, *student)
     return Step(f"finetune/{model.name}_{task}_s{seed}", "train", overrides, run / "results.json")
+
+
+def quantization_steps(cfg: DictConfig, out: Path, model: Model, task: str, seed: int, fp32: Step) -> list[Step]:
+    """After a student's fp32 fine-tuning `fp32`: scoring its post-training quantized forms (experiment=ptq_glue),
+    and quantization-aware task KD (KDLSQ) started from it; same data, seed and student settings."""
+    q, tuned = cfg.pipeline.quantization, fp32.output.parent / "model"
+    own = ("experiment=", "hydra.run.dir=", "finetune.model_path=", "finetune.model_name=", "finetune.results_file=")
+    shared = [o for o in fp32.overrides if not o.startswith(own)]
+    bits, reports = int(q.weight_bits), out / "quantization"
+    ptq, name = out / "ptq" / f"{model.name}_{task}_s{seed}", f"{model.name}-w{int(q.weight_bits)}a8"
+    qat = out / "finetune" / f"{name}_{task}_s{seed}"
+    return [
+        Step(f"ptq/{model.name}_{task}_s{seed}", "train",
+             ("experiment=ptq_glue", f"hydra.run.dir={ptq}", f"finetune.model_path={tuned}",
+              f"finetune.model_name={model.name}", f"ptq.weight_bits={bits}", f"ptq.results_file={reports / 'ptq.jsonl'}",
+              *shared), ptq / "ptq.json"),
+        Step(f"finetune/{name}_{task}_s{seed}", "train",
+             ("experiment=finetune_glue", f"hydra.run.dir={qat}", f"finetune.model_path={model.path}",
+              f"finetune.init_from={tuned}", f"finetune.model_name={name}", f"finetune.qat={{weight_bits: {bits}}}",
+              f"finetune.results_file={reports / 'qat.jsonl'}", *shared, *q.qat), qat / "results.json")]
 
 
 def teacher_model(cfg: DictConfig) -> Model:
@@ -308,4 +330,17 @@ def run_pipeline(cfg: DictConfig) -> dict[str, float]:
                 run(finetune_step(cfg, out, model, task, seed, teachers[task].output.parent / "model"))
     from nas_bert.stages.study import write_report
 
-    return write_report(cfg, out, [teacher, *models])
+    report = write_report(cfg, out, [teacher, *models])
+    roles = set((p.get("quantization") or {}).get("roles") or [])
+    quantized = [m for m in models if roles & {role for role, _ in m.roles}]
+    for model in quantized:
+        for task in p.glue_tasks:
+            for seed in p.seeds:
+                fp32 = finetune_step(cfg, out, model, task, seed, teachers[task].output.parent / "model")
+                for step in quantization_steps(cfg, out, model, task, seed, fp32):
+                    run(step)
+    if quantized:
+        from nas_bert.stages.quantization_report import write_quantization_report
+
+        write_quantization_report(out / "quantization")
+    return report
