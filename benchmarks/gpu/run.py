@@ -136,7 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report["kit"] = json.loads((args.kit / MANIFEST).read_text())
     work = Path(tempfile.mkdtemp(prefix="nas_bert_gpu_"))
-    install_wheels(args.kit / WHEELS, work / "site")
+    try:
+        install_wheels(args.kit / WHEELS, work / "site")
+    except subprocess.CalledProcessError as err:
+        report["steps"]["check"] = {"rc": 2, "detail": f"the kit's wheels did not install (pip rc {err.returncode}; "
+                                                       f"they are for Python 3.12, this is {platform.python_version()})"}
+        write_report(args.out, report)
+        print(f"error: {report['steps']['check']['detail']}", file=sys.stderr)
+        return 2
     missing = missing_imports(IMPORTS)
     report["machine"] = machine()
     report["steps"]["check"] = {"rc": 0, "seconds": round(time.perf_counter() - start, 1),
