@@ -41,9 +41,11 @@ def configure_optimization(trained: nn.Module, trainer: L.Trainer,
                            groups: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """`configure_optimizers` output: the optimizer over `trained` (or over parameter `groups`), and a per-step
     scheduler if given (called with `optimizer=` and `num_training_steps=`, e.g. `transformers.get_scheduler`).
-    Adam / AdamW run fused on CUDA (`fused_option`)."""
+    Adam / AdamW run fused on CUDA (`fused_option`), except under fp16 loss scaling, where Lightning's gradient
+    clipping refuses optimizers that unscale their own gradients."""
     params = groups if groups is not None else weight_decay_groups(trained)
-    built = optimizer(params=params, **fused_option(optimizer, params))
+    fp16 = str(getattr(trainer, "precision", "")).startswith("16")
+    built = optimizer(params=params, **({} if fp16 else fused_option(optimizer, params)))
     if scheduler is None:
         return {"optimizer": built}
     schedule = scheduler(optimizer=built, num_training_steps=trainer.estimated_stepping_batches)
