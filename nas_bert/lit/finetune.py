@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_bert.distill import soft_cross_entropy
+from nas_bert.lit.compile import compile_in_place, compile_options
 from nas_bert.lit.optim import configure_optimization, weight_decay_groups
 from nas_bert.teacher import FrozenTeacher
 
@@ -78,11 +79,13 @@ class TaskDistillation(L.LightningModule):
     def __init__(self, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, teacher: FrozenTeacher | None = None,
                  kd_weight: float = 0.5, temperature: float = 1.0, cache_teacher_logits: bool = True,
-                 teacher_logits_file: str | None = None, head_lr_scale: float = 1.0) -> None:
+                 teacher_logits_file: str | None = None, head_lr_scale: float = 1.0,
+                 compile: bool | dict[str, Any] | None = None) -> None:
         """`teacher_logits_file`: where the complete logit cache is kept for later runs on the same training set
         (the stage names it after the teacher and the training set's fingerprint); None = this run only.
         `head_lr_scale`: the task head's learning rate over the base model's (a fresh head on a small encoder
-        learns slowly at the encoder's rate)."""
+        learns slowly at the encoder's rate). `compile`: torch.compile the model (and the teacher) when fitting
+        starts (true, or a dict of torch.compile arguments); None = eager."""
         super().__init__()
         if not 0.0 <= kd_weight <= 1.0 or temperature <= 0:
             raise ValueError(f"kd_weight must be in [0, 1] and temperature > 0, got {kd_weight}, {temperature}")
@@ -97,8 +100,12 @@ class TaskDistillation(L.LightningModule):
         if head_lr_scale <= 0:
             raise ValueError(f"head_lr_scale must be > 0, got {head_lr_scale}")
         self.head_lr_scale = head_lr_scale
+        self.compile_options = compile_options(compile)
 
     def on_fit_start(self) -> None:
+        if self.compile_options is not None:
+            compile_in_place([self.model] + ([self.teacher.model] if self.teacher is not None else []),
+                             self.compile_options)
         if self.teacher_logits_file is not None and self.teacher_logits_file.is_file():
             self.teacher_cache.load(self.teacher_logits_file)
             log.info("teacher logits of the training set read from %s", self.teacher_logits_file)
@@ -140,9 +147,9 @@ class GlueFineTuning(TaskDistillation):
                  scheduler: Callable[..., Any] | None = None, teacher: FrozenTeacher | None = None,
                  kd_weight: float = 0.5, temperature: float = 1.0, cache_teacher_logits: bool = True,
                  eval_names: list[str] | None = None, teacher_logits_file: str | None = None,
-                 head_lr_scale: float = 1.0) -> None:
+                 head_lr_scale: float = 1.0, compile: bool | dict[str, Any] | None = None) -> None:
         super().__init__(model, optimizer, scheduler, teacher, kd_weight, temperature, cache_teacher_logits,
-                         teacher_logits_file, head_lr_scale)
+                         teacher_logits_file, head_lr_scale, compile)
         from nas_bert.metrics import GlueMetrics, canonical_task
 
         self.task = canonical_task(task)
@@ -214,9 +221,11 @@ class SquadFineTuning(TaskDistillation):
 
     def __init__(self, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, teacher: FrozenTeacher | None = None,
-                 kd_weight: float = 0.5, temperature: float = 1.0) -> None:
+                 kd_weight: float = 0.5, temperature: float = 1.0,
+                 compile: bool | dict[str, Any] | None = None) -> None:
         # teacher logits on the fly: training features carry no index to cache them by
-        super().__init__(model, optimizer, scheduler, teacher, kd_weight, temperature, cache_teacher_logits=False)
+        super().__init__(model, optimizer, scheduler, teacher, kd_weight, temperature, cache_teacher_logits=False,
+                         compile=compile)
         from nas_bert.metrics import DedupMetric
 
         fields = ("start_logits", "end_logits") + (("teacher_start", "teacher_end") if teacher is not None else ())

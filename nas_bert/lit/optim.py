@@ -21,13 +21,31 @@ def weight_decay_groups(module: nn.Module, skip: nn.Module | None = None, **sett
     return [{"params": decay, **settings}, {"params": no_decay, **settings, "weight_decay": 0.0}]
 
 
+FUSABLE = (torch.optim.Adam, torch.optim.AdamW)
+
+
+def fused_option(optimizer: Callable[..., torch.optim.Optimizer], params: list[Any]) -> dict[str, Any]:
+    """`{"fused": True}` for torch's Adam / AdamW over parameters that are all on CUDA (one kernel for the whole
+    update instead of one per tensor list), unless the factory already chooses `fused` or `foreach`; else {}.
+    On CPU nothing changes."""
+    keywords = getattr(optimizer, "keywords", {}) or {}
+    if getattr(optimizer, "func", optimizer) not in FUSABLE or {"fused", "foreach"} & set(keywords):
+        return {}
+    tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
+    return {"fused": True} if tensors and all(p.is_cuda for p in tensors) else {}
+
+
 def configure_optimization(trained: nn.Module, trainer: L.Trainer,
                            optimizer: Callable[..., torch.optim.Optimizer],
                            scheduler: Callable[..., Any] | None,
                            groups: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """`configure_optimizers` output: the optimizer over `trained` (or over parameter `groups`), and a per-step
-    scheduler if given (called with `optimizer=` and `num_training_steps=`, e.g. `transformers.get_scheduler`)."""
-    built = optimizer(params=groups if groups is not None else weight_decay_groups(trained))
+    scheduler if given (called with `optimizer=` and `num_training_steps=`, e.g. `transformers.get_scheduler`).
+    Adam / AdamW run fused on CUDA (`fused_option`), except under fp16 loss scaling, where Lightning's gradient
+    clipping refuses optimizers that unscale their own gradients."""
+    params = groups if groups is not None else weight_decay_groups(trained)
+    fp16 = str(getattr(trainer, "precision", "")).startswith("16")
+    built = optimizer(params=params, **({} if fp16 else fused_option(optimizer, params)))
     if scheduler is None:
         return {"optimizer": built}
     schedule = scheduler(optimizer=built, num_training_steps=trainer.estimated_stepping_batches)

@@ -25,6 +25,7 @@ from nas_bert.distill import prediction_kd_loss
 from nas_bert.distill.intermediate import IntermediateDistillation, Recorder
 from nas_bert.distill.masking import TokenMasker
 from nas_bert.distill.state_cache import TeacherStateCache
+from nas_bert.lit.compile import MLM_HEADS, compile_in_place, compile_options
 from nas_bert.lit.optim import configure_optimization
 from nas_bert.teacher import FrozenTeacher
 
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 Batch = dict[str, torch.Tensor]
 OBJECTIVES = ("prediction", "representation", "both")
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-MLM_HEADS = ("lm_head", "cls", "head")  # NAS-BERT / RoBERTa, BERT, a fitted TeacherMLMHead
 
 
 def masked_logits(model: nn.Module, inputs: Batch, masked: torch.Tensor,
@@ -71,7 +71,8 @@ class PretrainDistillation(L.LightningModule):
     def __init__(self, student: nn.Module, teacher: FrozenTeacher, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, objective: str = "prediction", kd_weight: float = 0.5,
                  temperature: float = 1.0, intermediate: dict[str, Any] | None = None,
-                 masker: TokenMasker | None = None, teacher_cache: dict[str, Any] | None = None) -> None:
+                 masker: TokenMasker | None = None, teacher_cache: dict[str, Any] | None = None,
+                 compile: bool | dict[str, Any] | None = None) -> None:
         """`intermediate`: keyword arguments of `IntermediateDistillation`: the representation terms
         (hidden_weight, last_boundary_weight, hidden_loss, embedding_weight, embedding_loss), used by the
         representation and both objectives, and the attention terms (attention_weight, minilm_weight,
@@ -79,7 +80,9 @@ class PretrainDistillation(L.LightningModule):
         `masker`: masks batches without `labels` in the step, seeded by the step (see `TokenMasker`);
         batches that come with `labels` are used as they are. Not used by the representation objective.
         `teacher_cache`: {"dir": folder, "capacity": sequences} to keep the teacher's training states on disk
-        (representation objective only); None = run the teacher at every step."""
+        (representation objective only); None = run the teacher at every step.
+        `compile`: torch.compile the student's and the teacher's encoder and MLM head when fitting starts (true,
+        or a dict of torch.compile arguments); None = eager."""
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective={objective!r}: use one of {', '.join(OBJECTIVES)}")
@@ -87,6 +90,7 @@ class PretrainDistillation(L.LightningModule):
             raise ValueError(f"kd_weight must be in [0, 1] and temperature > 0, got {kd_weight}, {temperature}")
         self.save_hyperparameters(ignore=["student", "teacher", "optimizer", "scheduler", "masker"], logger=False)
         self.objective, self.masker = objective, masker
+        self.compile_options = compile_options(compile)
         self.student, self.teacher = student, teacher
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.kd_weight, self.temperature = kd_weight, temperature
@@ -196,6 +200,10 @@ class PretrainDistillation(L.LightningModule):
             batch = self.masked(batch, 1, batch_idx, self.global_rank)  # the same masks every pass
         parts = self.losses(batch, train=False)
         self.log_dict({f"val/{k}": v for k, v in parts.items()}, prog_bar=False, sync_dist=True)
+
+    def on_fit_start(self) -> None:
+        if self.compile_options is not None:
+            compile_in_place([self.student, self.teacher.model], self.compile_options)
 
     def configure_optimizers(self) -> dict[str, Any]:
         # `self` holds the student and the intermediate projections; the teacher is outside the module tree

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas_bert.hub import check_push_settings, push_model
 from nas_bert.stages.upgrade import upgrade_config
+from nas_bert.utils.cuda import use_tensor_cores
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = No
     callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks or [])
     loggers = instantiate_loggers(cfg)
     trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    use_tensor_cores(trainer.strategy.root_device, cfg.get("float32_matmul_precision", "high"))
     if cfg.get("global_batch_size"):
         trainer.accumulate_grad_batches = accumulation_for(cfg.global_batch_size, cfg.data.batch_size,
                                                            trainer.world_size)

@@ -1,0 +1,109 @@
+"""GPU-efficiency options that change nothing on CPU (fused AdamW, TF32, torch.compile), no wandb import without
+a W&B logger, and the GPU kit's size rule and machine check."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from nas_bert.lit.compile import called_parts, compile_in_place, compile_options
+from nas_bert.lit.optim import configure_optimization, fused_option, weight_decay_groups
+from nas_bert.modeling.students import build_student, uniform_arch
+from nas_bert.stages.common import instantiate_loggers, log_model_artifact
+from nas_bert.utils.cuda import use_tensor_cores
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_kit():
+    spec = importlib.util.spec_from_file_location("gpu_kit", ROOT / "benchmarks" / "gpu" / "kit.py")
+    kit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kit)
+    return kit
+
+
+def test_adamw_is_fused_only_over_cuda_parameters():
+    on_cuda, on_cpu = [SimpleNamespace(is_cuda=True)], [torch.nn.Parameter(torch.zeros(2))]
+    adamw = partial(torch.optim.AdamW, lr=1e-3)
+    assert fused_option(adamw, [{"params": on_cuda}]) == {"fused": True}
+    assert fused_option(torch.optim.Adam, on_cuda) == {"fused": True}
+    assert fused_option(adamw, [{"params": on_cpu}]) == {}
+    assert fused_option(partial(torch.optim.AdamW, foreach=True), on_cuda) == {}  # the config's choice stands
+    assert fused_option(partial(torch.optim.SGD, lr=0.1), on_cuda) == {}
+
+
+def test_cpu_optimizer_and_matmul_precision_are_unchanged():
+    model = torch.nn.Linear(4, 3)
+    built = configure_optimization(model, None, partial(torch.optim.AdamW, lr=1e-3), None)["optimizer"]
+    reference = torch.optim.AdamW(weight_decay_groups(model), lr=1e-3)
+    assert built.defaults == reference.defaults and not built.defaults["fused"]
+    before = torch.get_float32_matmul_precision()
+    assert use_tensor_cores("cpu") is False and torch.get_float32_matmul_precision() == before
+
+
+def test_compile_wraps_the_called_parts_in_place():
+    assert compile_options(None) is None and compile_options(False) is None
+    assert compile_options(True) == {} and compile_options({"mode": "max-autotune"}) == {"mode": "max-autotune"}
+    with pytest.raises(TypeError, match="compile must be"):
+        compile_options("yes")
+    student = build_student(uniform_arch(1, 16, 1), vocab_size=50, max_positions=16, head_dim=8)
+    keys = list(student.state_dict())
+    assert called_parts(student) == [student.base_model, student.lm_head]
+    compile_in_place([student], {"backend": "eager"})  # compiled lazily: nothing runs here
+    assert all(part._compiled_call_impl is not None for part in called_parts(student))
+    assert student._compiled_call_impl is None and list(student.state_dict()) == keys  # checkpoints unchanged
+    classifier = torch.nn.Linear(2, 2)
+    assert called_parts(classifier) == [classifier]
+
+
+def test_nothing_imports_wandb_without_a_wandb_logger(monkeypatch, tmp_path):
+    """The GPU image has no wandb: no module imports it at load time, and CSV-only runs never reach it."""
+    for path in (ROOT / "nas_bert").rglob("*.py"):
+        top = ast.parse(path.read_text()).body  # module-level statements only (function bodies import lazily)
+        names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module for n in top if isinstance(n, ast.ImportFrom) and n.module]
+        assert not [n for n in names if n.split(".")[0] == "wandb"], path
+    monkeypatch.setitem(sys.modules, "wandb", None)  # any `import wandb` now raises
+    cfg = OmegaConf.create({"logger": {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger",
+                                               "save_dir": str(tmp_path)}}})
+    loggers = instantiate_loggers(cfg)
+    log_model_artifact(loggers, tmp_path)
+    assert [type(logger).__name__ for logger in loggers] == ["CSVLogger"]
+
+
+def test_kit_over_its_limit_is_refused_naming_the_largest_files(tmp_path):
+    kit = load_kit()
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "wheels" / "a.whl").write_bytes(b"x" * 300_000)
+    (tmp_path / "teacher.safetensors").write_bytes(b"x" * 900_000)
+    assert kit.check_kit_size(tmp_path, limit_mib=2) == 1_200_000
+    with pytest.raises(kit.KitTooLarge, match=r"teacher\.safetensors \(0\.9 MiB\), wheels/a\.whl \(0\.3 MiB\)"):
+        kit.check_kit_size(tmp_path, limit_mib=1)
+
+
+def test_kit_run_names_missing_packages(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks" / "gpu"))
+    spec = importlib.util.spec_from_file_location("gpu_kit_run", ROOT / "benchmarks" / "gpu" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    missing = run.missing_imports({"json": "the image", "no_such_package_nas_bert": "the kit"})
+    assert len(missing) == 1 and missing[0].startswith("no_such_package_nas_bert (from the kit: ModuleNotFoundError")
+    assert run.main(["--kit", "/nonexistent", "--out", "/tmp/nas_bert_kit_out"]) == 2  # no kit: refused at once
+
+
+def test_masks_drawn_on_cpu_are_unchanged():
+    """The masker draws from a CPU generator on every device; on CPU its masks are the ones it always drew."""
+    from nas_bert.distill.masking import TokenMasker
+
+    ids = torch.arange(2, 2 + 4 * 32).reshape(4, 32) % 1000  # (B, T)
+    ids[:, 0] = 1
+    masked, labels = TokenMasker(mask_token_id=4, vocab_size=1000, special_token_ids=(0, 1, 2, 3, 4))(ids, (0, 7, 3))
+    assert (int(masked.sum()), int((labels != -100).sum()), int(labels.clamp_min(0).sum())) == (8310, 20, 1593)
