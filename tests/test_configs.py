@@ -152,6 +152,9 @@ def test_every_experiment_composes_and_its_data_instantiates(tmp_path, experimen
 def test_the_pipeline_composes(tmp_path):
     cfg = config(tmp_path, "+pipeline=cpu_demo")
     assert cfg.pipeline.glue_tasks == ["rte", "mrpc", "stsb", "cola", "sst2"] and cfg.pipeline.budgets
+    gpu = config(tmp_path, "+pipeline=gpu_study")  # the CPU study's recipe, on the GPU's latency setting
+    assert gpu.pipeline.student == config(tmp_path, "+pipeline=cpu_study").pipeline.student
+    assert "search.latency.batch_size=128" in gpu.pipeline.search and gpu.pipeline.latency.batch_size == 128
 
 
 def test_slurm_launcher_runs_one_task_per_gpu(tmp_path):

@@ -99,6 +99,33 @@ def test_kit_run_names_missing_packages(monkeypatch):
     assert run.main(["--kit", "/nonexistent", "--out", "/tmp/nas_bert_kit_out"]) == 2  # no kit: refused at once
 
 
+def test_the_kit_packs_the_gpu_study_data_and_runs_the_study_on_the_kit_teacher(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks" / "gpu"))
+    modules = {}
+    for name in ("prepare", "run"):
+        spec = importlib.util.spec_from_file_location(f"gpu_kit_{name}", ROOT / "benchmarks" / "gpu" / f"{name}.py")
+        modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[name])
+    glue, books = tmp_path / "glue", tmp_path / "books"
+    for task in ("RTE", "MRPC", "STS-B", "CoLA"):
+        (glue / task).mkdir(parents=True)
+        for split in ("train", "dev"):
+            (glue / task / f"{split}.tsv").write_text("a\tb\n")
+    books.mkdir()
+    for i in range(3):
+        (books / f"pg{i}.txt.gz").write_bytes(b"x" * 400_000)
+    with pytest.raises(FileNotFoundError, match=r"SST-2"):  # a missing task is named
+        modules["prepare"].pack_study_data(glue, books, tmp_path / "kit", corpus_mib=1)
+    (glue / "SST-2").mkdir()
+    for split in ("train", "dev"):
+        (glue / "SST-2" / f"{split}.tsv").write_text("a\tb\n")
+    packed = modules["prepare"].pack_study_data(glue, books, tmp_path / "kit", corpus_mib=1)
+    assert packed["books"] == 2 and (tmp_path / "kit" / "glue.tar.gz").is_file()  # 0.8 of 1.2 MiB fit
+    command = modules["run"].study_command(Path("/kit/teacher"), tmp_path / "study")
+    assert "+pipeline=gpu_study" in command and "teacher.name_or_path=/kit/teacher" in command
+    assert command[-1].startswith("pipeline.common=[trainer=gpu,") and "teacher.name_or_path=/kit/teacher" in command[-1]
+
+
 def test_masks_drawn_on_cpu_are_unchanged():
     """The masker draws from a CPU generator on every device; on CPU its masks are the ones it always drew."""
     from nas_bert.distill.masking import TokenMasker

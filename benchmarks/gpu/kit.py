@@ -5,6 +5,8 @@ some packages and has no network:
 
     wheels/     pinned wheels for Python 3.12 (`--no-deps`): the packages the image lacks
     teacher/    the offline teacher (all-MiniLM-L6-v2) in float16 safetensors, with its tokenizer
+    data/       for the GPU study (pipeline=gpu_study): glue.tar.gz (train + dev TSVs of its five tasks) and
+                corpus/ (a slice of the Gutenberg books, pg*.txt.gz as they are)
     kit.json    what was packed: pins, teacher dtype, sizes, date
 """
 
@@ -25,6 +27,10 @@ IMPORTS = {"torch": "the image", "lightning": "the image", "transformers": "the 
            "pyarrow": "the image", "hydra": "the kit", "omegaconf": "the kit", "antlr4": "the kit",
            "torchdata": "the kit", "datasets": "the kit"}
 MANIFEST = "kit.json"
+DATA = "data"
+GLUE_ARCHIVE = "glue.tar.gz"
+CORPUS = "corpus"
+GLUE_TASKS = ("RTE", "MRPC", "STS-B", "CoLA", "SST-2")  # the study's tasks, as the GLUE script names their folders
 TEACHER = "teacher"
 WHEELS = "wheels"
 

@@ -6,11 +6,13 @@
 2. checks the machine in seconds: CUDA present, every package importable; names what is missing, exits non-zero
    (2: packages, 3: CUDA) before anything long starts;
 3. restores the kit's float16 teacher to float32 in a temporary folder (NAS_BERT_TEACHER for tests and suite);
-4. runs the GPU test tier (`pytest -m gpu`), then the GPU suite (`benchmarks/gpu_suite.py`), each in its own
-   process with its own time limit, so one that fails or hangs leaves the other's results.
+4. runs the GPU test tier (`pytest -m gpu`), then the GPU suite (`benchmarks/gpu_suite.py`), then, with
+   `--steps tests,suite,study` (or a second call, `--steps study`), the GPU study (`pipeline=gpu_study`) on the
+   kit's data, each in its own process with its own time limit, so one that fails or hangs leaves the others'.
 
 Writes to --out, after every step (a later failure keeps what came before): kit.json and kit.md (machine,
-steps, test counts), tests.log, tests.xml, suite.json, suite.md, suite.log (at most 8 files come back).
+steps, test counts), tests.log, suite.json, suite.md, suite.log, study.log, study.tar.gz (at most 8 files come
+back from a device call).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import platform
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from kit import IMPORTS, MANIFEST, TEACHER, WHEELS
+from kit import CORPUS, DATA, GLUE_ARCHIVE, IMPORTS, MANIFEST, TEACHER, WHEELS
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_TESTS = ("tests/test_gpu.py",)
@@ -104,6 +107,37 @@ def run_step(command: list[str], log: Path, timeout_s: float) -> dict:
     return {"command": " ".join(command), "rc": rc, "seconds": round(time.perf_counter() - start, 1)}
 
 
+def study_command(teacher: Path, run_dir: Path) -> list[str]:
+    """`search.py +pipeline=gpu_study` on the kit's teacher (its steps get it through pipeline.common, after the
+    config's own entries)."""
+    import yaml
+
+    common = yaml.safe_load((ROOT / "conf/pipeline/gpu_study.yaml").read_text())["pipeline"]["common"]
+    steps = ",".join([*common, f"teacher.name_or_path={teacher}", "teacher.hub_id=null"])
+    return [sys.executable, "search.py", "+pipeline=gpu_study", f"hydra.run.dir={run_dir}",
+            f"teacher.name_or_path={teacher}", "teacher.hub_id=null", f"pipeline.common=[{steps}]"]
+
+
+def run_study(kit: Path, work: Path, teacher: Path, out: Path, timeout_s: float) -> dict:
+    """The GPU study on the kit's data; its report (summary, plots, latency, architectures) comes back as one
+    archive, `study.tar.gz`, whatever the step's end (the pipeline resumes from its run folder)."""
+    data = kit / DATA
+    if not (data / GLUE_ARCHIVE).is_file():
+        return {"rc": 2, "detail": f"the kit has no study data ({data / GLUE_ARCHIVE}): prepare it without "
+                                   f"--no-study-data"}
+    with tarfile.open(data / GLUE_ARCHIVE) as archive:
+        archive.extractall(work / "glue", filter="data")
+    os.environ |= {"GLUE_DIR": str(work / "glue"), "NAS_BERT_GUTENBERG_DIR": str(data / CORPUS)}
+    run_dir = work / "study"
+    step = run_step(study_command(teacher, run_dir), out / "study.log", timeout_s)
+    with tarfile.open(out / "study.tar.gz", "w:gz") as archive:
+        for pattern in ("summary.*", "*.png", "latency.json", "baselines.json", "search/architectures/*.yaml",
+                        "finetune/results.jsonl"):
+            for path in sorted(run_dir.glob(pattern)):
+                archive.add(path, arcname=str(path.relative_to(run_dir)))
+    return step | {"detail": "study.tar.gz (summary.md, summary.csv, plots), study.log"}
+
+
 def write_report(out: Path, report: dict) -> None:
     (out / "kit.json").write_text(json.dumps(report, indent=2))
     env = report.get("machine", {})
@@ -121,10 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kit", type=Path, default=ROOT / ".gpu_kit")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", default="tests,suite", help="comma-separated: tests, suite")
+    parser.add_argument("--steps", default="tests,suite", help="comma-separated: tests, suite, study")
     parser.add_argument("--tests-timeout", type=float, default=200)
     parser.add_argument("--suite-timeout", type=float, default=330)
     parser.add_argument("--suite-args", default="", help="extra arguments of gpu_suite.py, e.g. '--smoke'")
+    parser.add_argument("--study-timeout", type=float, default=330)
     parser.add_argument("--allow-cpu", action="store_true", help="go on without CUDA (to try the kit on a CPU)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -165,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     write_report(args.out, report)
     steps = args.steps.split(",")
     if "tests" in steps:
-        xml = args.out / "tests.xml"
+        xml = work / "tests.xml"  # read for the counts: at most 8 files come back from a device call
         step = run_step([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "-o",
                          "addopts=-ra", f"--junitxml={xml}", *GPU_TESTS], args.out / "tests.log", args.tests_timeout)
         counts = junit_counts(xml)
@@ -177,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                    "--budget-s", str(max(30.0, args.suite_timeout - 30)), *args.suite_args.split()]
         step = run_step(command, args.out / "suite.log", args.suite_timeout)
         report["steps"]["suite"] = step | {"detail": "suite.md, suite.json"}
+        write_report(args.out, report)
+    if "study" in steps:
+        report["steps"]["study"] = run_study(args.kit, work, teacher, args.out, args.study_timeout)
         write_report(args.out, report)
     print((args.out / "kit.md").read_text())
     return max((s.get("rc", 0) for s in report["steps"].values()), default=0)
