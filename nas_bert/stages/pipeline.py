@@ -126,7 +126,8 @@ def debug_choice() -> str | None:
 
 def step_settings(cfg: DictConfig) -> DictConfig:
     """`cfg.pipeline`, for a debug run with `debug=<name>` added to every step and without the step sizes
-    (`pretrain`, `finetune`, `task_overrides`, `tokens`, `quantization.qat`), which would override the debug sizes."""
+    (`pretrain`, `finetune`, `task_overrides`, `tokens`, `quantization.qat`), which would override the debug
+    sizes."""
     p = cfg.pipeline.copy()
     debug = debug_choice()
     if debug:
@@ -191,13 +192,13 @@ def quantization_steps(cfg: DictConfig, out: Path, model: Model, task: str, seed
     own = ("experiment=", "hydra.run.dir=", "finetune.model_path=", "finetune.model_name=", "finetune.results_file=")
     shared = [o for o in fp32.overrides if not o.startswith(own)]
     bits, reports = int(q.weight_bits), out / "quantization"
-    ptq, name = out / "ptq" / f"{model.name}_{task}_s{seed}", f"{model.name}-w{int(q.weight_bits)}a8"
+    ptq, name = out / "ptq" / f"{model.name}_{task}_s{seed}", f"{model.name}-w{bits}a8"
     qat = out / "finetune" / f"{name}_{task}_s{seed}"
     return [
         Step(f"ptq/{model.name}_{task}_s{seed}", "train",
              ("experiment=ptq_glue", f"hydra.run.dir={ptq}", f"finetune.model_path={tuned}",
-              f"finetune.model_name={model.name}", f"ptq.weight_bits={bits}", f"ptq.results_file={reports / 'ptq.jsonl'}",
-              *shared), ptq / "ptq.json"),
+              f"finetune.model_name={model.name}", f"ptq.weight_bits={bits}",
+              f"ptq.results_file={reports / 'ptq.jsonl'}", *shared), ptq / "ptq.json"),
         Step(f"finetune/{name}_{task}_s{seed}", "train",
              ("experiment=finetune_glue", f"hydra.run.dir={qat}", f"finetune.model_path={model.path}",
               f"finetune.init_from={tuned}", f"finetune.model_name={name}", f"finetune.qat={{weight_bits: {bits}}}",

@@ -63,7 +63,7 @@ def validate(cfg: DictConfig, model: nn.Module, datamodule: Any) -> dict[str, fl
 def quantized_forms(model: nn.Module, datamodule: Any, weight_bits: int, folder: Path) -> dict[str, nn.Module]:
     """The fp32 model and its post-training quantized forms, by name."""
     onnx_int8 = folder / "model_int8.onnx"
-    quantize_onnx(export_onnx(model, folder / "model.onnx", dynamo=False), onnx_int8)  # the fast exporter, same graph
+    quantize_onnx(export_onnx(model, folder / "model.onnx", dynamo=False), onnx_int8)  # the fast exporter
     lsq = copy.deepcopy(model)
     make_quantization_aware(lsq, {"weight_bits": weight_bits}, datamodule)
     return {"fp32": model, "int8_torch": quantize_torch(model),
