@@ -58,6 +58,9 @@ def test_teacher_logits_are_computed_once_per_example():
     assert calls == [[4, 1]]  # the second lookup was served from the cache
     cache.lookup(torch.tensor([9, 4]), lambda: compute(torch.tensor([9, 4])))
     assert calls[-1] == [9, 4] and cache.rows.shape == (10, 3)
+    assert not cache.full and cache.complete(torch.tensor([1, 4, 9])) and cache.full  # ids of a subset
+    torch.testing.assert_close(cache.lookup(torch.tensor([9, 1]), lambda: compute(None)),  # full: never computes
+                               torch.tensor([[9.0] * 3, [1.0] * 3]))
 
 
 def test_kd_loss_is_kl_for_classes_and_mse_for_regression():
@@ -92,6 +95,7 @@ def test_glue_distillation_logs_every_metric_and_loyalty(tiny_teacher_dir, cache
     assert {"val/glue/stsb/pearson", "val/glue/stsb/spearmanr", "val/glue/stsb/label_loyalty", "train/kd",
             "best/glue/stsb/combined_score", "val/score"} <= set(metrics)
     assert not module.teacher_cache.rows[data.train_dataset["idx"]].isnan().any()  # every training example cached
+    assert module.teacher_cache.full and later.teacher_cache.full  # the second epoch's look-ups check nothing
     assert not any(k.startswith("teacher") for k in module.state_dict())
 
 

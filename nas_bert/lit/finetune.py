@@ -31,13 +31,22 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class TeacherLogitCache:
-    """Teacher logits by example index (rows of NaN until computed): each example runs through the teacher once."""
+    """Teacher logits by example index (rows of NaN until computed): each example runs through the teacher once.
+
+    Once every training example has its row (`full`: after the first epoch, or read from a file), a look-up is
+    plain indexing on the batch's device, with no check that would synchronise host and device."""
 
     def __init__(self) -> None:
-        self.rows: torch.Tensor | None = None  # (N, ...) float32
+        self.rows: torch.Tensor | None = None  # (N, ...) float32, on the CPU
+        self.full = False
+        self.device_rows: torch.Tensor | None = None  # rows on the batch's device, once full
 
     def lookup(self, idx: torch.Tensor, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """Cached rows for idx (B,), computing the batch (B, ...) when any row is missing."""
+        if self.full:
+            if self.device_rows is None or self.device_rows.device != idx.device:
+                self.device_rows = self.rows.to(idx.device, non_blocking=True)
+            return self.device_rows[idx]
         if self.rows is not None and int(idx.max()) < len(self.rows):
             rows = self.rows[idx.cpu()]
             if not torch.isnan(rows).any():
@@ -53,9 +62,10 @@ class TeacherLogitCache:
         return fresh
 
     def complete(self, indices: torch.Tensor) -> bool:
-        """Whether every example of `indices` (N,) has its logits."""
-        return (self.rows is not None and int(indices.max()) < len(self.rows)
-                and not torch.isnan(self.rows[indices]).any())
+        """Whether every example of `indices` (N,) has its logits; if so, later look-ups skip the check."""
+        self.full = (self.rows is not None and int(indices.max()) < len(self.rows)
+                     and not torch.isnan(self.rows[indices]).any())
+        return self.full
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +73,8 @@ class TeacherLogitCache:
         path.with_suffix(".tmp").replace(path)  # a run killed while saving leaves no partial file
 
     def load(self, path: Path) -> None:
-        self.rows = torch.load(path, weights_only=True)
+        """Reads a cache saved complete (`save` is only called then)."""
+        self.rows, self.full, self.device_rows = torch.load(path, weights_only=True), True, None
 
 
 def task_kd_loss(student: torch.Tensor, teacher: torch.Tensor, regression: bool, temperature: float) -> torch.Tensor:
@@ -111,12 +122,14 @@ class TaskDistillation(L.LightningModule):
             log.info("teacher logits of the training set read from %s", self.teacher_logits_file)
 
     def on_train_epoch_end(self) -> None:
-        file, data = self.teacher_logits_file, self.trainer.datamodule
-        if file is None or file.is_file() or data is None or not self.trainer.is_global_zero:
+        cache, file, data = self.teacher_cache, self.teacher_logits_file, self.trainer.datamodule
+        if cache is None or cache.full or data is None:
             return
         indices = torch.as_tensor(data.train_dataset["idx"])  # example ids in the split (a subset: not 0..N-1)
-        if self.teacher_cache.complete(indices):  # (under DDP each rank sees its share: never)
-            self.teacher_cache.save(file)
+        if not cache.complete(indices):  # (under DDP each rank sees its share: never)
+            return
+        if file is not None and not file.is_file() and self.trainer.is_global_zero:
+            cache.save(file)
             log.info("teacher logits of the %d training examples saved to %s", len(indices), file)
 
     def run_teacher(self, batch: Batch) -> Any:
