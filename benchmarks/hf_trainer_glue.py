@@ -7,7 +7,8 @@ the project's `data.max_train_samples` (`nas_bert.data.glue.features.subsample`,
 is the project's `data.seed`: 0 by default, whatever the run seed). Texts are tokenized with the model
 directory's own tokenizer (truncated to `--max-length`, pairs longest-first), batches padded to the longest
 (`DataCollatorWithPadding`). The model is `AutoModelForSequenceClassification` (regression for STS-B); any
-exported NAS-BERT student (`<run>/model`, or `<run>` holding it) loads too (`import nas_bert.modeling`).
+exported NAS-BERT student (`<run>/model`, or `<run>` holding it) loads too (`import nas_bert.modeling`), its
+head pooling as saved or set by `--classifier-pooling` (the project's `finetune.classifier_pooling`).
 
 Recipe (the project's conf/model/finetune_glue.yaml + optimization/adamw_linear.yaml, conf/data/glue,
 conf/experiment/finetune_glue.yaml, conf/trainer/default.yaml):
@@ -53,6 +54,7 @@ import transformers
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
@@ -61,14 +63,14 @@ from transformers import (
     TrainingArguments,
 )
 
-import nas_bert.modeling  # noqa: F401  (registers the NAS-BERT Auto classes)
+from nas_bert.modeling import NasBertConfig  # (importing it registers the NAS-BERT Auto classes)
 from nas_bert.data.glue import GlueTask, get_glue_task, read_glue_split, split_file
 from nas_bert.data.glue.features import subsample
 
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
 METRICS = ("accuracy", "f1", "pearson", "spearman", "mcc")
 SETTINGS = ("data_seed", "epochs", "max_steps", "lr", "batch_size", "max_length", "weight_decay",
-            "warmup_steps", "bf16", "group_by_length")
+            "warmup_steps", "bf16", "group_by_length", "classifier_pooling")
 COLUMNS = ["name", "model", "task", "seed", "train_examples", "eval_examples", *SETTINGS, "steps",
            "score_best", "best_epoch", "score_final", "epoch_scores", *METRICS, "seconds", "torch",
            "transformers", "machine", "date"]
@@ -94,6 +96,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (the project's GPU trainer config)")
     p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True,
                    help="training batches of similar lengths (the project's data.group_by_length)")
+    p.add_argument("--classifier-pooling", choices=("cls", "mean", "pair"),
+                   help="a NAS-BERT student's task-head pooling (the project's finetune.classifier_pooling); "
+                        "default: the model's own ([CLS] for BERT)")
     args = p.parse_args(argv)
     for flag in ("max_train_samples", "batch_size", "max_length"):
         value = getattr(args, flag)
@@ -180,9 +185,10 @@ def fine_tune(model_dir: Path, task: GlueTask, seed: int, args: argparse.Namespa
                      tokenizer, args.max_length)
     dev = tokenize(read_split(args.glue_dir, task, "validation"), task, tokenizer, args.max_length)
     transformers.set_seed(seed)  # the new head's initialisation
+    pooling = {} if args.classifier_pooling is None else {"classifier_pooling": args.classifier_pooling}
     model = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=task.num_labels, ignore_mismatched_sizes=True,
-        problem_type="regression" if task.is_regression else "single_label_classification")
+        problem_type="regression" if task.is_regression else "single_label_classification", **pooling)
     training_args = TrainingArguments(
         output_dir=work_dir, num_train_epochs=args.epochs, max_steps=args.max_steps, learning_rate=args.lr,
         per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
@@ -235,6 +241,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run every (task, seed) not yet in `--out`; returns the rows written."""
     args = parse_args(argv)
     model_dir = resolve_model_dir(args.model)
+    model_type = AutoConfig.from_pretrained(model_dir).model_type
+    if args.classifier_pooling is not None and model_type != NasBertConfig.model_type:
+        raise ValueError(f"--classifier-pooling: {model_dir} is a {model_type!r} model, whose head pools its own "
+                         f"way; the option is for NAS-BERT students ({NasBertConfig.model_type!r}): drop it")
     for task in args.tasks:  # before any training: a missing task folder or file
         for split in ("train", "validation"):
             try:

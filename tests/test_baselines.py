@@ -9,6 +9,7 @@ from nas_bert.modeling.students import uniform_arch
 from nas_bert.search.baselines import (
     BaselineError,
     arch_latency_ms,
+    relative_latency,
     blocks_for,
     closest_in_latency,
     closest_in_params,
@@ -57,3 +58,9 @@ def test_closest_in_latency_bisects_the_widths_of_each_depth():
 def test_latency_is_measured_on_a_built_encoder():
     assert 0 < arch_latency_ms(uniform_arch(2, 32, 1), 1000, 64, head_dim=16, ffn_ratio=4, seq_len=16,
                                min_run_time=0.01) < 1000
+
+
+def test_relative_latency_times_the_two_side_by_side():
+    small, large = uniform_arch(1, 32, 1), uniform_arch(8, 256, 2)  # ~100x the work: a margin no load can close
+    sizes = dict(vocab_size=1000, max_positions=64, head_dim=16, ffn_ratio=4, seq_len=32, min_run_time=0.02)
+    assert relative_latency(large, small, **sizes) > 2 > 0.5 > relative_latency(small, large, **sizes) > 0

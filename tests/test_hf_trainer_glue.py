@@ -75,7 +75,8 @@ def test_student_and_teacher_rows_and_resume(tmp_path: Path, student_dir: Path, 
                                              one_thread: None, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "results.csv"
     rows = hf_glue.main(["--model", str(student_dir.parent), "--glue-dir", str(GLUE), "--tasks",
-                         "rte,MRPC,sts-b", "--seeds", "0", "--out", str(out), *QUICK])  # <run>: <run>/model
+                         "rte,MRPC,sts-b", "--seeds", "0", "--out", str(out), "--classifier-pooling", "pair",
+                         *QUICK])  # <run>: <run>/model
     rows += hf_glue.main(["--model", str(tiny_teacher_dir), "--name", "teacher", "--glue-dir", str(GLUE),
                           "--tasks", "cola", "--seeds", "0", "--out", str(out), *QUICK])
     saved = read_rows(out)
@@ -84,6 +85,7 @@ def test_student_and_teacher_rows_and_resume(tmp_path: Path, student_dir: Path, 
     assert [(r["name"], r["task"], r["seed"]) for r in saved] == [
         (run, "rte", "0"), (run, "mrpc", "0"), (run, "stsb", "0"), ("teacher", "cola", "0")]
     assert saved[0]["model"] == str(student_dir)
+    assert [r["classifier_pooling"] for r in saved] == ["pair", "pair", "pair", ""]  # the teacher: its own
     for row in saved:
         check_row(row, row["task"])
         assert row["train_examples"] == "8" and row["steps"] == "4"  # 2 epochs of 8 / 4
@@ -134,7 +136,8 @@ def test_glue_metrics_match_known_values() -> None:
     ({"--tasks": "mnli"}, ValueError, "not supported by this script"),
     ({"--tasks": "wnli"}, ValueError, "not supported by this script"),
     ({"--tasks": "rte"}, FileNotFoundError, "--glue-dir .*no folder 'RTE'"),
-], ids=["missing-model-dir", "unknown-task", "mnli", "wnli", "missing-task-dir"])
+    ({"--classifier-pooling": "pair"}, ValueError, "'bert' model"),
+], ids=["missing-model-dir", "unknown-task", "mnli", "wnli", "missing-task-dir", "pooling-of-a-bert"])
 def test_bad_input_names_the_problem(tmp_path: Path, tiny_teacher_dir: Path, change: dict, error: type,
                                      match: str) -> None:
     (tmp_path / "glue" / "SST-2").mkdir(parents=True)  # a GLUE dir without RTE

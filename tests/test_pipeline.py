@@ -67,6 +67,23 @@ def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_tea
     assert (pipe / "search" / "candidates.csv").is_file() and (pipe / "summary.md").is_file()  # nothing lost
 
 
+def test_equal_latency_baseline_is_priced_side_by_side_with_the_searched_student(tmp_path, monkeypatch):
+    """Candidates are timed against the searched student in one round-robin and priced at that ratio."""
+    cfg = compose_config("search", tmp_path, "+pipeline=cpu_study", "pipeline.baselines.layers=[2,3]",
+                         "pipeline.latency.min_run_time=0.001")
+    pairs = []
+
+    def relative(candidate, reference, *args):
+        pairs.append(reference)
+        return len(candidate.layers) / len(reference.layers)  # a latency that counts ops
+
+    monkeypatch.setattr("nas_bert.search.baselines.relative_latency", relative)
+    searched = uniform_arch(3, 64, 3)  # 6 ops: a 3-layer uniform BERT at any width is priced 1.0
+    chosen = pipeline.choose_baseline(cfg, searched, "equal_latency")
+    assert chosen["layers"] == 3 and chosen["latency_ms"] == pytest.approx(chosen["target_latency_ms"])
+    assert pairs and all(r is searched for r in pairs)
+
+
 def test_each_budget_gets_its_baselines_once_pretrained_for_the_same_tokens(tmp_path, monkeypatch):
     """Two budgets that chose one architecture and whose baselines coincide: one searched model and one uniform
     BERT, each pre-trained once, standing for both; the choice is kept in the run folder; every student gets the

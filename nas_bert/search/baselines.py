@@ -129,8 +129,23 @@ def encoder_latency_ms(encoder: torch.nn.Module, vocab_size: int, batch_size: in
     return latencies_ms({"encoder": forward_call(encoder, vocab_size, batch_size, seq_len)}, min_run_time)["encoder"]
 
 
+def arch_encoder(arch: Arch, vocab_size: int, max_positions: int, head_dim: int, ffn_ratio: int) -> StudentEncoder:
+    """A freshly built encoder of `arch` (random weights: latency does not depend on them)."""
+    return StudentEncoder(arch, vocab_size, max_positions, head_dim=head_dim, ffn_ratio=ffn_ratio)
+
+
 def arch_latency_ms(arch: Arch, vocab_size: int, max_positions: int, head_dim: int, ffn_ratio: int,
                     batch_size: int = 1, seq_len: int = 128, min_run_time: float = 0.5) -> float:
     """The measured latency of a freshly built encoder of `arch` (on the CPU)."""
-    encoder = StudentEncoder(arch, vocab_size, max_positions, head_dim=head_dim, ffn_ratio=ffn_ratio)
+    encoder = arch_encoder(arch, vocab_size, max_positions, head_dim, ffn_ratio)
     return encoder_latency_ms(encoder, vocab_size, batch_size, seq_len, min_run_time)
+
+
+def relative_latency(arch: Arch, reference: Arch, vocab_size: int, max_positions: int, head_dim: int,
+                     ffn_ratio: int, batch_size: int = 1, seq_len: int = 128, min_run_time: float = 0.5) -> float:
+    """The latency of `arch` over that of `reference`, the two timed side by side (round-robin): a machine busy
+    with other work slows both, so the ratio holds where separate timings drift (small models the most)."""
+    calls = {name: forward_call(arch_encoder(a, vocab_size, max_positions, head_dim, ffn_ratio), vocab_size,
+                                batch_size, seq_len) for name, a in (("arch", arch), ("reference", reference))}
+    ms = latencies_ms(calls, min_run_time)
+    return ms["arch"] / ms["reference"]
