@@ -125,6 +125,9 @@ def test_bad_study_settings_fail_before_any_step(tmp_path, monkeypatch):
     cfg = compose_config("search", tmp_path, "+pipeline=cpu_study", "pipeline.seeds=[]")
     with pytest.raises(PipelineError, match="pipeline.seeds is empty"):
         run_pipeline(cfg)
+    cfg = compose_config("search", tmp_path, "+pipeline=cpu_study", "pipeline.quantization.seeds=[1,5]")
+    with pytest.raises(PipelineError, match=r"quantization.seeds has \[5\]"):
+        run_pipeline(cfg)
     cfg = compose_config("search", tmp_path, "+pipeline=cpu_study",
                          "pipeline.corpus=" + overrides("data/corpus=local_text", "data.train_files=/no/such/*.txt"))
     with pytest.raises(PipelineError, match=r"/no/such/\*\.txt.*pipeline.corpus"):

@@ -205,6 +205,11 @@ def quantization_steps(cfg: DictConfig, out: Path, model: Model, task: str, seed
               f"finetune.results_file={reports / 'qat.jsonl'}", *shared, *q.qat), qat / "results.json")]
 
 
+def quantization_seeds(p: DictConfig) -> list[int]:
+    """The fine-tuning seeds whose students are quantized: `pipeline.quantization.seeds`, or every seed (null)."""
+    return list((p.get("quantization") or {}).get("seeds") or p.get("seeds") or [])
+
+
 def teacher_model(cfg: DictConfig) -> Model:
     return Model("teacher", "teacher", None, str(cfg.teacher.name_or_path), roles=[("teacher", None)])
 
@@ -293,6 +298,10 @@ def check_settings(cfg: DictConfig, root: Path) -> None:
     p = cfg.pipeline
     if not list(p.get("seeds") or []):
         raise PipelineError("pipeline.seeds is empty: give at least one fine-tuning seed, e.g. pipeline.seeds=[0,1,2]")
+    extra = set(quantization_seeds(p)) - set(p.seeds)
+    if extra:
+        raise PipelineError(f"pipeline.quantization.seeds has {sorted(extra)}, which pipeline.seeds={list(p.seeds)} "
+                            f"does not fine-tune: quantization starts from those models; pick among them (or null)")
     with composed(root, "train", ["paths.output_dir=.", *p.common, *p.corpus]) as train:  # as its steps compose it
         files = train.data.get("train_files")
         check_accelerator(train.trainer)
@@ -338,7 +347,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, float]:
     quantized = [m for m in models if roles & {role for role, _ in m.roles}]
     for model in quantized:
         for task in p.glue_tasks:
-            for seed in p.seeds:
+            for seed in quantization_seeds(p):
                 fp32 = finetune_step(cfg, out, model, task, seed, teachers[task].output.parent / "model")
                 for step in quantization_steps(cfg, out, model, task, seed, fp32):
                     run(step)
