@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
 
 from nas_bert.stages.summary import markdown
 
@@ -217,16 +218,20 @@ def plot_score_vs_latency(records: Sequence[dict[str, Any]], path: str | Path) -
     budgets = sorted({r["budget"] for r in rows if r["budget"] is not None}, key=_budget_key)
     colours = {None: "black"} | {b: f"C{i}" for i, b in enumerate(budgets)}
     fig, ax = _axes()
-    for r in rows:
+    for i, r in enumerate(sorted(rows, key=lambda r: r["latency_ms"])):
         ax.errorbar(r["latency_ms"], r["avg"], yerr=r["avg_std"], marker=MARKERS[r["role"]], capsize=3,
                     color=colours[r["budget"]], markersize=15 if r["role"] == "teacher" else 8, linestyle="none")
-        ax.annotate(r["model"], (r["latency_ms"], r["avg"]), textcoords="offset points", xytext=(6, 5), fontsize=8)
+        ax.annotate(r["model"], (r["latency_ms"], r["avg"]), textcoords="offset points", fontsize=8,
+                    xytext=(6, 6) if i % 2 == 0 else (6, -13))  # neighbours in latency: one above, one below
+    ax.set_xscale("log")  # students and teacher lie an order of magnitude apart
+    for axis_ticks in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+        axis_ticks(FuncFormatter(lambda ms, _: f"{ms:g}"))  # 2, 3, 10, 20 rather than powers of ten
     roles = [role for role in ROLES if any(r["role"] == role for r in rows)]
     handles = [Line2D([], [], marker=MARKERS[role], color="black" if role == "teacher" else "grey",
                       linestyle="none", label=role.replace("_", " ")) for role in roles]
     handles += [Line2D([], [], marker="s", color=colours[b], linestyle="none", label=f"budget {b}") for b in budgets]
     ax.legend(handles=handles, fontsize=8, loc="best")
-    ax.set(xlabel="measured latency (ms)", ylabel="GLUE average over 5 tasks (dev)",
+    ax.set(xlabel="measured latency (ms, log scale)", ylabel="GLUE average over 5 tasks (dev)",
            title="Score vs latency (error bars: std over seeds)")
     ax.grid(alpha=0.3)
     return _save(fig, path)
