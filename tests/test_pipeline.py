@@ -57,9 +57,12 @@ def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_tea
     # the same pipeline again runs nothing but the report
     again = compose_config("search", pipe, "+pipeline=cpu_demo", "logger=csv",
                            *pipeline_args(tmp_path, tiny_teacher_dir, "debug=fast"))
-    with caplog.at_level(logging.INFO, logger="nas_bert.stages.pipeline"):
+    with caplog.at_level(logging.INFO):
         run_pipeline(again)
     assert sum("skipped" in r.getMessage() for r in caplog.records) == 4  # search, pre-training, 2 fine-tunings
+    assert any("latencies read from" in r.getMessage() for r in caplog.records)  # measured once per run folder
+    assert {r["model"]: r["latency_ms"] for r in csv.DictReader(open(pipe / "summary.csv"))} == {
+        name: row["latency_ms"] for name, row in rows.items()}
 
     again.pipeline.budgets = ["no_such_budget"]
     with pytest.raises(PipelineError, match=r"no_such_budget.*debug_90pct"):

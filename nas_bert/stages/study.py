@@ -61,6 +61,20 @@ def measured_latency_ms(paths: dict[str, str], batch_size: int, seq_len: int, mi
     return latencies_ms(calls, min_run_time)
 
 
+def study_latency_ms(file: Path, paths: dict[str, str], lat: DictConfig) -> dict[str, float]:
+    """The models' latencies, measured side by side once per run folder (`file`) and read back by a later report,
+    which then does not move with the machine's load; a new model or setting measures them all again."""
+    setting = OmegaConf.to_container(lat)
+    if file.is_file():
+        kept = json.loads(file.read_text())
+        if kept.get("setting") == setting and set(paths) <= set(kept["latency_ms"]):
+            log.info("latencies read from %s (delete it to measure them again)", file)
+            return {name: kept["latency_ms"][name] for name in paths}
+    latency = measured_latency_ms(paths, lat.batch_size, lat.seq_len, lat.min_run_time)
+    file.write_text(json.dumps({"setting": setting, "latency_ms": latency}, indent=2))
+    return latency
+
+
 def study_records(models: list[Any], results: dict[tuple[str, str, int], dict], latency: dict[str, float],
                   flops: dict[str, int]) -> list[dict[str, Any]]:
     """One record per (model, role, budget, task, seed) with a result."""
@@ -81,10 +95,8 @@ def write_report(cfg: DictConfig, out: Path, models: list[Any]) -> dict[str, flo
     lat = cfg.pipeline.latency
     results = latest_by_seed(out / "finetune" / "results.jsonl")
     trained = [m for m in models if any(name == m.name for name, _, _ in results)]
-    latency = measured_latency_ms({m.name: m.path for m in trained}, lat.batch_size, lat.seq_len, lat.min_run_time)
+    latency = study_latency_ms(out / "latency.json", {m.name: m.path for m in trained}, lat)
     flops = {m.name: encoder_flops_of(m, lat.seq_len) for m in trained}
-    (out / "latency.json").write_text(json.dumps({"setting": OmegaConf.to_container(lat), "latency_ms": latency},
-                                                 indent=2))
     records = study_records(models, results, latency, flops)
     paths = write_summary(out, records, dict(cfg.pipeline.get("goals") or {}))
     rows = model_summary(records)
