@@ -63,9 +63,9 @@ from transformers import (
     TrainingArguments,
 )
 
-from nas_bert.modeling import NasBertConfig  # (importing it registers the NAS-BERT Auto classes)
 from nas_bert.data.glue import GlueTask, get_glue_task, read_glue_split, split_file
 from nas_bert.data.glue.features import subsample
+from nas_bert.modeling import NasBertConfig  # (importing it registers the NAS-BERT Auto classes)
 
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
 METRICS = ("accuracy", "f1", "pearson", "spearman", "mcc")

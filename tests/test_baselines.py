@@ -9,10 +9,10 @@ from nas_bert.modeling.students import uniform_arch
 from nas_bert.search.baselines import (
     BaselineError,
     arch_latency_ms,
-    relative_latency,
     blocks_for,
     closest_in_latency,
     closest_in_params,
+    relative_latency,
     uniform_grid,
 )
 
