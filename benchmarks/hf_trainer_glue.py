@@ -8,7 +8,9 @@ is the project's `data.seed`: 0 by default, whatever the run seed). Texts are to
 directory's own tokenizer (truncated to `--max-length`, pairs longest-first), batches padded to the longest
 (`DataCollatorWithPadding`). The model is `AutoModelForSequenceClassification` (regression for STS-B); any
 exported NAS-BERT student (`<run>/model`, or `<run>` holding it) loads too (`import nas_bert.modeling`), its
-head pooling as saved or set by `--classifier-pooling` (the project's `finetune.classifier_pooling`).
+head pooling as saved or set by `--classifier-pooling` (the project's `finetune.classifier_pooling`). A fresh
+regression head starts at the training labels' mean, as the project's does (`--no-head-at-label-mean`: the
+plain Trainer's zero bias, which costs STS-B about 5 points on the teacher, docs/RESULTS.md).
 
 Recipe (the project's conf/model/finetune_glue.yaml + optimization/adamw_linear.yaml, conf/data/glue,
 conf/experiment/finetune_glue.yaml, conf/trainer/default.yaml):
@@ -66,11 +68,12 @@ from transformers import (
 from nas_bert.data.glue import GlueTask, get_glue_task, read_glue_split, split_file
 from nas_bert.data.glue.features import subsample
 from nas_bert.modeling import NasBertConfig  # (importing it registers the NAS-BERT Auto classes)
+from nas_bert.stages.finetune import start_at_label_mean
 
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
 METRICS = ("accuracy", "f1", "pearson", "spearman", "mcc")
 SETTINGS = ("data_seed", "epochs", "max_steps", "lr", "batch_size", "max_length", "weight_decay",
-            "warmup_steps", "bf16", "group_by_length", "classifier_pooling")
+            "warmup_steps", "bf16", "group_by_length", "classifier_pooling", "head_at_label_mean")
 COLUMNS = ["name", "model", "task", "seed", "train_examples", "eval_examples", *SETTINGS, "steps",
            "score_best", "best_epoch", "score_final", "epoch_scores", *METRICS, "seconds", "torch",
            "transformers", "machine", "date"]
@@ -99,6 +102,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--classifier-pooling", choices=("cls", "mean", "pair"),
                    help="a NAS-BERT student's task-head pooling (the project's finetune.classifier_pooling); "
                         "default: the model's own ([CLS] for BERT)")
+    p.add_argument("--head-at-label-mean", action=argparse.BooleanOptionalAction, default=True,
+                   help="a fresh regression head (STS-B) starts at the training labels' mean, as the project's "
+                        "does (`start_at_label_mean`); --no-head-at-label-mean: the plain Trainer's zero bias")
     args = p.parse_args(argv)
     for flag in ("max_train_samples", "batch_size", "max_length"):
         value = getattr(args, flag)
@@ -177,6 +183,18 @@ def machine() -> str:
     return f"{platform.system()} {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
+def load_model(model_dir: Path, task: GlueTask, args: argparse.Namespace, train_labels: list) -> torch.nn.Module:
+    """The model with a fresh task head (the `--classifier-pooling` and `--head-at-label-mean` of `args`)."""
+    pooling = {} if args.classifier_pooling is None else {"classifier_pooling": args.classifier_pooling}
+    model, loading = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, num_labels=task.num_labels, ignore_mismatched_sizes=True, output_loading_info=True,
+        problem_type="regression" if task.is_regression else "single_label_classification", **pooling)
+    if task.is_regression and args.head_at_label_mean:
+        mismatched = {k if isinstance(k, str) else k[0] for k in loading["mismatched_keys"]}  # (name, shapes)
+        start_at_label_mean(model, set(loading["missing_keys"]) | mismatched, train_labels)
+    return model
+
+
 def fine_tune(model_dir: Path, task: GlueTask, seed: int, args: argparse.Namespace,
               work_dir: str) -> dict[str, Any]:
     """One Trainer run, the whole dev set evaluated after every epoch: the row's results."""
@@ -185,10 +203,7 @@ def fine_tune(model_dir: Path, task: GlueTask, seed: int, args: argparse.Namespa
                      tokenizer, args.max_length)
     dev = tokenize(read_split(args.glue_dir, task, "validation"), task, tokenizer, args.max_length)
     transformers.set_seed(seed)  # the new head's initialisation
-    pooling = {} if args.classifier_pooling is None else {"classifier_pooling": args.classifier_pooling}
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=task.num_labels, ignore_mismatched_sizes=True,
-        problem_type="regression" if task.is_regression else "single_label_classification", **pooling)
+    model = load_model(model_dir, task, args, train["label"])
     training_args = TrainingArguments(
         output_dir=work_dir, num_train_epochs=args.epochs, max_steps=args.max_steps, learning_rate=args.lr,
         per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,

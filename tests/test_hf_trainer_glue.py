@@ -154,3 +154,15 @@ def test_out_with_other_columns_is_refused(tmp_path: Path, tiny_teacher_dir: Pat
     with pytest.raises(ValueError, match="write to another file"):
         hf_glue.main(["--model", str(tiny_teacher_dir), "--glue-dir", str(GLUE), "--tasks", "rte",
                       "--out", str(out)])
+
+
+@pytest.mark.parametrize("model", ["teacher", "student"])
+def test_a_fresh_regression_head_starts_at_the_label_mean(model: str, tiny_teacher_dir: Path,
+                                                           student_dir: Path) -> None:
+    path = tiny_teacher_dir if model == "teacher" else student_dir
+    stsb, labels = get_glue_task("stsb"), [1.0, 2.0, 4.5]
+    for flag, bias in (("--head-at-label-mean", 2.5), ("--no-head-at-label-mean", 0.0)):
+        args = hf_glue.parse_args(["--model", str(path), "--glue-dir", str(GLUE), "--out", "x.csv", flag])
+        head = hf_glue.load_model(path, stsb, args, labels)
+        outputs = [p for name, p in head.named_parameters() if name.endswith("bias") and p.numel() == 1]
+        assert len(outputs) == 1 and outputs[0].item() == pytest.approx(bias)
