@@ -37,16 +37,14 @@ class TeacherLogitCache:
     plain indexing on the batch's device, with no check that would synchronise host and device."""
 
     def __init__(self) -> None:
-        self.rows: torch.Tensor | None = None  # (N, ...) float32, on the CPU
+        self.rows: torch.Tensor | None = None  # (N, ...) float32: on the CPU, once full on the batches' device
         self.full = False
-        self.device_rows: torch.Tensor | None = None  # rows on the batch's device, once full
 
     def lookup(self, idx: torch.Tensor, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """Cached rows for idx (B,), computing the batch (B, ...) when any row is missing."""
         if self.full:
-            if self.device_rows is None or self.device_rows.device != idx.device:
-                self.device_rows = self.rows.to(idx.device, non_blocking=True)
-            return self.device_rows[idx]
+            self.rows = self.rows.to(idx.device, non_blocking=True)  # moved once (a no-op after)
+            return self.rows[idx]
         if self.rows is not None and int(idx.max()) < len(self.rows):
             rows = self.rows[idx.cpu()]
             if not torch.isnan(rows).any():
@@ -74,7 +72,7 @@ class TeacherLogitCache:
 
     def load(self, path: Path) -> None:
         """Reads a cache saved complete (`save` is only called then)."""
-        self.rows, self.full, self.device_rows = torch.load(path, weights_only=True), True, None
+        self.rows, self.full = torch.load(path, weights_only=True), True
 
 
 def task_kd_loss(student: torch.Tensor, teacher: torch.Tensor, regression: bool, temperature: float) -> torch.Tensor:
