@@ -82,13 +82,15 @@ def test_glue_distillation_logs_every_metric_and_loyalty(tiny_teacher_dir, cache
     fit = trainer(tmp_path, max_epochs=2)
     fit.fit(module, datamodule=data)
     saved = torch.load(logits_file, weights_only=True)  # complete after the first epoch: kept for later runs
-    torch.testing.assert_close(saved, module.teacher_cache.rows, equal_nan=True)  # NaN: ids not in the subset
+    assert set(saved) == {"train", "validation"}
+    torch.testing.assert_close(saved["train"], module.teacher_cache.rows, equal_nan=True)  # NaN: ids not in the subset
     later = GlueFineTuning(tiny_bert(BertForSequenceClassification, num_labels=1), "stsb", teacher=teacher,
                            optimizer=partial(torch.optim.AdamW, lr=1e-3), teacher_logits_file=str(logits_file))
-    teacher.model.forward = None  # a later run never calls the teacher on training examples
-    later.teacher_cache.load(logits_file)
+    teacher.model.forward = None  # a later run never calls the teacher, in training or in evaluation
+    trainer(tmp_path, max_epochs=1, limit_train_batches=2).fit(later, datamodule=data)
     batch = next(iter(data.train_dataloader()))
-    torch.testing.assert_close(later.teacher_logits(batch, train=True), saved[batch["idx"]])
+    torch.testing.assert_close(later.teacher_logits(batch, train=True), saved["train"][batch["idx"]])
+    assert later.saved_splits == {"train", "validation"} and later.eval_teacher_caches[0].full
     metrics = fit.callback_metrics
     dev = len(data.eval_datasets["validation"])
     assert int(metrics["val/glue/stsb/num_examples"]) == dev

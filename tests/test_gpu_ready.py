@@ -1,4 +1,4 @@
-"""GPU-efficiency options that change nothing on CPU (fused AdamW, TF32, torch.compile), no wandb import without
+"""GPU-efficiency options (fused AdamW, on CPU too; TF32 and torch.compile, unchanged on CPU), no wandb import without
 a W&B logger, and the GPU kit's size rule and machine check."""
 
 from __future__ import annotations
@@ -30,21 +30,31 @@ def load_kit():
     return kit
 
 
-def test_adamw_is_fused_only_over_cuda_parameters():
-    on_cuda, on_cpu = [SimpleNamespace(is_cuda=True)], [torch.nn.Parameter(torch.zeros(2))]
+def test_adamw_is_fused_over_cpu_or_cuda_parameters():
+    on_cpu = [torch.nn.Parameter(torch.zeros(2))]
+    on_cuda = [SimpleNamespace(device=torch.device("cuda", 0), is_floating_point=lambda: True)]
     adamw = partial(torch.optim.AdamW, lr=1e-3)
     assert fused_option(adamw, [{"params": on_cuda}]) == {"fused": True}
-    assert fused_option(torch.optim.Adam, on_cuda) == {"fused": True}
-    assert fused_option(adamw, [{"params": on_cpu}]) == {}
-    assert fused_option(partial(torch.optim.AdamW, foreach=True), on_cuda) == {}  # the config's choice stands
-    assert fused_option(partial(torch.optim.SGD, lr=0.1), on_cuda) == {}
+    assert fused_option(torch.optim.Adam, on_cpu) == {"fused": True}
+    assert fused_option(adamw, [{"params": on_cpu}, {"params": on_cuda}]) == {}  # mixed devices: torch's default
+    assert fused_option(adamw, [torch.zeros(2, dtype=torch.long)]) == {}
+    assert fused_option(partial(torch.optim.AdamW, foreach=True), on_cpu) == {}  # the config's choice stands
+    assert fused_option(partial(torch.optim.SGD, lr=0.1), on_cpu) == {}
 
 
-def test_cpu_optimizer_and_matmul_precision_are_unchanged():
+def test_fused_cpu_adamw_matches_the_loop_and_matmul_precision_is_unchanged():
     model = torch.nn.Linear(4, 3)
     built = configure_optimization(model, None, partial(torch.optim.AdamW, lr=1e-3), None)["optimizer"]
-    reference = torch.optim.AdamW(weight_decay_groups(model), lr=1e-3)
-    assert built.defaults == reference.defaults and not built.defaults["fused"]
+    assert built.defaults["fused"]
+    twin = torch.nn.Linear(4, 3)
+    twin.load_state_dict(model.state_dict())
+    reference = torch.optim.AdamW(weight_decay_groups(twin), lr=1e-3, foreach=False)
+    for _ in range(3):
+        for net, opt in ((model, built), (twin, reference)):
+            opt.zero_grad()
+            net(torch.ones(2, 4)).square().sum().backward()
+            opt.step()
+    torch.testing.assert_close(model.weight, twin.weight)
     before = torch.get_float32_matmul_precision()
     assert use_tensor_cores("cpu") is False and torch.get_float32_matmul_precision() == before
 

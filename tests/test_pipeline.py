@@ -53,6 +53,13 @@ def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_tea
     search = yaml.safe_load((pipe / "search" / "config.yaml").read_text())
     assert search["search"]["shrinking"]["candidates_per_bin"] == 4  # every step ran under debug=fast
     assert (pipe / "logs" / "finetune" / "teacher_rte_s0.log").read_text()  # each step's log in its own file
+    times = list(csv.DictReader(open(pipe / "logs" / "step_times.csv")))
+    assert [t["step"] for t in times] == ["search", "pretrain/nas-bert-debug_40pct", "finetune/teacher_rte_s0",
+                                          "finetune/nas-bert-debug_40pct_rte_s0"]
+    assert all(float(t["seconds"]) > 0 for t in times)
+    minutes = pipeline.step_minutes(pipe / "logs")
+    assert list(minutes) == ["search", "pretrain", "finetune (teacher)", "finetune (students)"]
+    assert "| total | 4 |" in (pipe / "summary.md").read_text()
 
     # the same pipeline again runs nothing but the report
     again = compose_config("search", pipe, "+pipeline=cpu_demo", "logger=csv",
@@ -60,6 +67,7 @@ def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_tea
     with caplog.at_level(logging.INFO):
         run_pipeline(again)
     assert sum("skipped" in r.getMessage() for r in caplog.records) == 4  # search, pre-training, 2 fine-tunings
+    assert len(list(csv.DictReader(open(pipe / "logs" / "step_times.csv")))) == 4  # skipped steps add no time
     assert any("latencies read from" in r.getMessage() for r in caplog.records)  # measured once per run folder
     assert {r["model"]: r["latency_ms"] for r in csv.DictReader(open(pipe / "summary.csv"))} == {
         name: row["latency_ms"] for name, row in rows.items()}

@@ -68,7 +68,7 @@ def test_other_lengths_masks_and_shapes(tmp_path):
         TeacherStateCache(tmp_path, LAYERS, seq_len=5, hidden=4, capacity=0)
 
 
-def test_the_representation_objective_reads_the_same_states_from_the_cache(tiny_teacher_dir, tmp_path, caplog):
+def test_the_representation_objective_reads_the_same_states_from_the_cache(tiny_teacher_dir, tmp_path):
     teacher = FrozenTeacher(str(tiny_teacher_dir), num_blocks=2)
     student = build_student(uniform_arch(2, 32, 2), vocab_size=30522, max_positions=128, head_dim=16).eval()
     weights = {"hidden_weight": 1.0, "embedding_weight": 1.0, "last_boundary_weight": 2.0}
@@ -88,13 +88,17 @@ def test_the_representation_objective_reads_the_same_states_from_the_cache(tiny_
     with pytest.raises(ValueError, match="teacher_cache=null"):
         PretrainDistillation(student, teacher, optimizer=torch.optim.AdamW, objective="both",
                              intermediate=weights, teacher_cache={"dir": str(tmp_path), "capacity": 8})
-    minilm_inside = {**weights, "minilm_weight": 1.0, "minilm_layer": 1}  # a 2-layer teacher in 2 blocks: layer 1 is
-    shallow = build_student(uniform_arch(1, 32, 1), vocab_size=30522, max_positions=128, head_dim=16)  # inside 1
-    with caplog.at_level(logging.WARNING, logger="nas_bert.lit.pretrain"):
-        live_anyway = PretrainDistillation(shallow, teacher, optimizer=torch.optim.AdamW, objective="representation",
-                                           intermediate=minilm_inside,
-                                           teacher_cache={"dir": str(tmp_path), "capacity": 8})
-    assert live_anyway.teacher_cache_spec is None and "teacher state cache off" in caplog.text
+    # MiniLM on teacher layer 1, inside the one block of this student: its input is no boundary, and still cached
+    minilm_inside = {**weights, "minilm_weight": 1.0, "minilm_layer": 1}
+    shallow = build_student(uniform_arch(1, 32, 1), vocab_size=30522, max_positions=128, head_dim=16).eval()
+    live, cached = (PretrainDistillation(shallow, teacher, optimizer=torch.optim.AdamW, objective="representation",
+                                         intermediate=minilm_inside, teacher_cache=spec)
+                    for spec in (None, {"dir": str(tmp_path / "any_student"), "capacity": 8}))
+    cached.intermediate.load_state_dict(live.intermediate.state_dict())
+    expected = live.losses(batch)
+    computed, read = cached.losses(batch), cached.losses(batch)
+    torch.testing.assert_close(computed["minilm_attention"], expected["minilm_attention"], rtol=2e-3, atol=1e-4)
+    assert torch.equal(computed["loss"], read["loss"]) and cached.teacher_cache.hit_rate() == 0.5
     with pytest.raises(ValueError, match="hidden_weight or"):
         PretrainDistillation(student, teacher, optimizer=torch.optim.AdamW, objective="representation",
                              intermediate={"hidden_weight": 0.0, "embedding_weight": 0.0})

@@ -216,16 +216,6 @@ class IntermediateDistillation(nn.Module):
     def active(self) -> bool:
         return bool(self.hidden_weight or self.attention_weight or self.minilm_weight or self.embedding_weight)
 
-    @property
-    def needs_teacher_layers(self) -> bool:
-        """Whether a term reads teacher states other than the block boundaries: attention scores, or MiniLM
-        relations of a layer whose input is not a boundary (the first layer of a block reads one)."""
-        return bool(self.attention_weight) or bool(self.minilm_weight and self.minilm_layer % self.layers_per_block)
-
-    def boundary_layers(self) -> list[int]:
-        """The teacher hidden-state indices of the block boundaries: 0, L / N, .., L."""
-        return list(range(0, self.teacher_layers + 1, self.layers_per_block))
-
     def teacher_layer_for(self) -> list[int]:
         """The teacher layer matched with each student MHA layer (evenly spread within its block)."""
         layers = []

@@ -1,13 +1,15 @@
-"""The teacher's block-boundary states of training sequences, computed once and kept on disk.
+"""The teacher's hidden states of training sequences, computed once and kept on disk.
 
 With a representation-only objective the inputs are not masked, so what the teacher says about a sequence
 never changes: every student of a study (and every epoch past the first, and every re-run of a sweep)
 can read it instead of running the teacher again. The teacher's forward costs more than a small
 student's training step, so this is what makes large token budgets affordable on a CPU.
 
-Layout of a cache folder (one per teacher, block count and sequence length; keyed by content, so any
-corpus and any order hit the same rows):
-* `states.npy`: (capacity, N + 1, T, D) float16 memory map;
+Every layer's states are kept (0 .. L), so any student, whatever its blocks, and any term (block boundaries,
+attention scores and MiniLM relations, whose q / k / v are computed from a layer's input) reads the same rows.
+Layout of a cache folder (one per teacher and sequence length; keyed by content, so any corpus and any order
+hit the same rows):
+* `states.npy`: (capacity, L + 1, T, D) float16 memory map;
 * `keys.bin`: one uint64 per filled row, in row order (a row's key is written after its states, so a run
   killed mid-write leaves at worst a row that is recomputed).
 Each process of a multi-process run keeps its own folder (`rank<r>of<w>`).
@@ -42,9 +44,9 @@ def sequence_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor | None =
 
 
 class TeacherStateCache:
-    """Block-boundary states (N + 1, T, D) of up to `capacity` sequences of length `seq_len`, on disk.
+    """Hidden states of `layers` (len(layers), T, D) of up to `capacity` sequences of length `seq_len`, on disk.
 
-    `lookup(input_ids, attention_mask, compute)` returns {layer: (B, T, D)} for the boundary layers, reading
+    `lookup(input_ids, attention_mask, compute)` returns {layer: (B, T, D)} for `layers`, reading
     cached rows and running `compute` (the teacher) only on the rows it has not seen; new rows are stored
     while there is room. Sequences of another length are computed and not stored.
     """
@@ -89,7 +91,7 @@ class TeacherStateCache:
         missing = [i for i, row in enumerate(cached) if row is None]
         self.hits += b - len(missing)
         self.misses += len(missing)
-        out = torch.empty((len(self.layers), b, t, self.hidden), dtype=torch.float32)  # (N + 1, B, T, D)
+        out = torch.empty((len(self.layers), b, t, self.hidden), dtype=torch.float32)  # (layers, B, T, D)
         present = [i for i, row in enumerate(cached) if row is not None]
         if present:
             rows = np.asarray([cached[i] for i in present])
@@ -98,13 +100,13 @@ class TeacherStateCache:
             fresh = compute(torch.tensor(missing, device=input_ids.device))
             # float16 as stored: a step sees the same states whether they were computed now or read back, so a
             # run (and a resumed one) does not depend on what the cache already holds
-            computed = torch.stack([fresh[layer].cpu().half().float() for layer in self.layers])  # (N + 1, R, T, D)
+            computed = torch.stack([fresh[layer].cpu().half().float() for layer in self.layers])  # (layers, R, T, D)
             out[:, missing] = computed
             self.store([keys[i] for i in missing], computed, t)
         return {layer: out[n].to(input_ids.device) for n, layer in enumerate(self.layers)}
 
     def store(self, keys: list[int], states: torch.Tensor, seq_len: int) -> None:
-        """Write the rows of `states` (N + 1, R, T, D) under `keys`, while there is room."""
+        """Write the rows of `states` (layers, R, T, D) under `keys`, while there is room."""
         if seq_len != self.seq_len:
             return
         new = [(j, k) for j, k in enumerate(keys) if k not in self.rows][: self.capacity - self.filled]

@@ -2,9 +2,10 @@
 
 loss = (1 - lambda) * task loss + lambda * KD, KD = T^2 * KL(teacher || student) on the logits
 (MSE for regression). The teacher is a `FrozenTeacher` of a model fine-tuned on the same task; its
-training logits are computed on the fly and kept by example index, so each example is run through the
-teacher once (the cache). With `teacher_logits_file` the complete cache is saved after the first epoch and
-read by later runs on the same training set (every seed and student of a study). Without a teacher, plain
+logits are computed on the fly and kept by split and example index, so each example is run through the
+teacher once (the cache: training logits for KD, validation logits for loyalty). With `teacher_logits_file`
+the complete splits are saved (training after the first epoch, validation after the first evaluation) and
+read by later runs on the same data (every seed and student of a study). Without a teacher, plain
 fine-tuning.
 """
 
@@ -65,14 +66,21 @@ class TeacherLogitCache:
                      and not torch.isnan(self.rows[indices]).any())
         return self.full
 
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.rows, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)  # a run killed while saving leaves no partial file
 
-    def load(self, path: Path) -> None:
-        """Reads a cache saved complete (`save` is only called then)."""
-        self.rows, self.full = torch.load(path, weights_only=True), True
+
+def save_teacher_logits(path: Path, caches: dict[str, TeacherLogitCache]) -> None:
+    """{split: rows (N, ...)} of complete caches in one file (a run killed while saving leaves no partial file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({split: cache.rows for split, cache in caches.items()}, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
+def load_teacher_logits(path: Path, caches: dict[str, TeacherLogitCache]) -> list[str]:
+    """Fills `caches` from a file of `save_teacher_logits` (its splits were saved complete); the splits read."""
+    saved = torch.load(path, weights_only=True)
+    for split in saved.keys() & caches.keys():
+        caches[split].rows, caches[split].full = saved[split], True
+    return sorted(saved.keys() & caches.keys())
 
 
 def task_kd_loss(student: torch.Tensor, teacher: torch.Tensor, regression: bool, temperature: float) -> torch.Tensor:
@@ -105,7 +113,9 @@ class TaskDistillation(L.LightningModule):
         self.kd_weight = kd_weight if teacher is not None else 0.0
         self.temperature = temperature
         self.teacher_cache = TeacherLogitCache() if cache_teacher_logits else None
+        self.eval_teacher_caches: list[TeacherLogitCache] = []  # by evaluation dataloader (GLUE)
         self.teacher_logits_file = Path(teacher_logits_file) if teacher_logits_file and self.teacher_cache else None
+        self.saved_splits: set[str] = set()  # the splits `teacher_logits_file` holds
         if head_lr_scale <= 0:
             raise ValueError(f"head_lr_scale must be > 0, got {head_lr_scale}")
         self.head_lr_scale = head_lr_scale
@@ -115,20 +125,39 @@ class TaskDistillation(L.LightningModule):
         if self.compile_options is not None:
             compile_in_place([self.model] + ([self.teacher.model] if self.teacher is not None else []),
                              self.compile_options)
-        if self.teacher_logits_file is not None and self.teacher_logits_file.is_file():
-            self.teacher_cache.load(self.teacher_logits_file)
-            log.info("teacher logits of the training set read from %s", self.teacher_logits_file)
+        file = self.teacher_logits_file
+        if file is not None and file.is_file():
+            self.saved_splits = set(load_teacher_logits(file, self.teacher_logit_caches()))
+            log.info("teacher logits of %s read from %s", ", ".join(sorted(self.saved_splits)), file)
+
+    def teacher_logit_caches(self) -> dict[str, TeacherLogitCache]:
+        """{split: cache}: "train", then the evaluation splits, named as the datamodule's `eval_split_names`."""
+        if self.teacher_cache is None:
+            return {}
+        data = self._trainer.datamodule if self._trainer is not None else None
+        names = list(getattr(data, "eval_split_names", []))[: len(self.eval_teacher_caches)]
+        return {"train": self.teacher_cache, **dict(zip(names, self.eval_teacher_caches))}
+
+    def keep_teacher_logits(self) -> None:
+        """Marks the caches whose split is complete (under DDP each rank sees its share: never) and saves them to
+        `teacher_logits_file` when it lacks one of them."""
+        data = self.trainer.datamodule
+        if data is None or self.teacher_cache is None:
+            return
+        complete = {}
+        for split, cache in self.teacher_logit_caches().items():
+            dataset = data.train_dataset if split == "train" else data.eval_datasets.get(split)
+            # example ids in the split (a subset: not 0..N-1)
+            if dataset is not None and (cache.full or cache.complete(torch.as_tensor(dataset["idx"]))):
+                complete[split] = cache
+        file = self.teacher_logits_file
+        if file is not None and not complete.keys() <= self.saved_splits and self.trainer.is_global_zero:
+            save_teacher_logits(file, complete)
+            self.saved_splits = set(complete)
+            log.info("teacher logits of %s saved to %s", ", ".join(sorted(complete)), file)
 
     def on_train_epoch_end(self) -> None:
-        cache, file, data = self.teacher_cache, self.teacher_logits_file, self.trainer.datamodule
-        if cache is None or cache.full or data is None:
-            return
-        indices = torch.as_tensor(data.train_dataset["idx"])  # example ids in the split (a subset: not 0..N-1)
-        if not cache.complete(indices):  # (under DDP each rank sees its share: never)
-            return
-        if file is not None and not file.is_file() and self.trainer.is_global_zero:
-            cache.save(file)
-            log.info("teacher logits of the %d training examples saved to %s", len(indices), file)
+        self.keep_teacher_logits()
 
     def run_teacher(self, batch: Batch) -> Any:
         """The teacher's output on the batch's inputs (no grad, on the batch's device)."""
@@ -167,6 +196,8 @@ class GlueFineTuning(TaskDistillation):
         self.eval_names = list(eval_names or ([f"{self.task}_matched", f"{self.task}_mismatched"]
                                               if self.task == "mnli" else [self.task]))
         self.metrics = nn.ModuleList(GlueMetrics(name) for name in self.eval_names)
+        if self.teacher_cache is not None:
+            self.eval_teacher_caches = [TeacherLogitCache() for _ in self.eval_names]
         self.regression = self.metrics[0].is_regression
         self.best: dict[str, float] = {}
 
@@ -174,12 +205,15 @@ class GlueFineTuning(TaskDistillation):
         out = self.model(**{k: batch[k] for k in INPUTS if k in batch}, labels=batch.get("labels"))
         return out.logits, out.loss  # (B, C), task loss (CE or MSE)
 
-    def teacher_logits(self, batch: Batch, train: bool) -> torch.Tensor:
+    def teacher_logits(self, batch: Batch, train: bool, dataloader_idx: int = 0) -> torch.Tensor:
+        """The teacher's logits (B, C) on a training batch, or on a batch of evaluation dataloader
+        `dataloader_idx`: cached by example index when caching is on."""
         def compute() -> torch.Tensor:
             return self.run_teacher(batch).logits  # (B, C)
 
-        if train and self.teacher_cache is not None and "idx" in batch:
-            return self.teacher_cache.lookup(batch["idx"], compute)
+        cache = self.teacher_cache if train else (self.eval_teacher_caches or [None])[dataloader_idx]
+        if cache is not None and "idx" in batch:
+            return cache.lookup(batch["idx"], compute)
         return compute()
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
@@ -194,7 +228,7 @@ class GlueFineTuning(TaskDistillation):
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         logits, loss = self.logits(batch)
-        teacher = self.teacher_logits(batch, train=False) if self.teacher is not None else None
+        teacher = self.teacher_logits(batch, False, dataloader_idx) if self.teacher is not None else None
         self.metrics[dataloader_idx].update(batch["idx"], logits, batch["labels"], teacher)
         self.log(f"val/{self.eval_names[dataloader_idx]}/loss", loss, sync_dist=True, add_dataloader_idx=False)
 
@@ -212,6 +246,8 @@ class GlueFineTuning(TaskDistillation):
                     self.best[tag] = max(self.best.get(tag, float("-inf")), float(value))
                     self.log(f"best/{tag}", self.best[tag])
         self.log("val/score", sum(scores) / len(scores), prog_bar=True)
+        if self.teacher is not None and not self.trainer.sanity_checking:
+            self.keep_teacher_logits()
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         logits, _ = self.logits({k: v for k, v in batch.items() if k != "labels"})

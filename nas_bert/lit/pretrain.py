@@ -79,8 +79,8 @@ class PretrainDistillation(L.LightningModule):
         relation_heads), added to any objective when their weight is > 0.
         `masker`: masks batches without `labels` in the step, seeded by the step (see `TokenMasker`);
         batches that come with `labels` are used as they are. Not used by the representation objective.
-        `teacher_cache`: {"dir": folder, "capacity": sequences} to keep the teacher's training states on disk
-        (representation objective only); None = run the teacher at every step.
+        `teacher_cache`: {"dir": folder, "capacity": sequences} to keep the teacher's training states (every
+        layer's) on disk (representation objective only); None = run the teacher at every step.
         `compile`: torch.compile the student's and the teacher's encoder and MLM head when fitting starts (true,
         or a dict of torch.compile arguments); None = eager."""
         super().__init__()
@@ -106,11 +106,6 @@ class PretrainDistillation(L.LightningModule):
         if teacher_cache and objective != "representation":
             raise ValueError("the teacher state cache holds unmasked block-boundary states: it needs "
                              "objective=representation; set teacher_cache=null")
-        if teacher_cache and terms.needs_teacher_layers:  # e.g. MiniLM on a layer inside one of this student's blocks
-            log.warning("teacher state cache off for this run: the attention / MiniLM terms read teacher layers "
-                        "inside a block of this %d-block student; the teacher runs at every step",
-                        len(student.config.to_arch().blocks))
-            teacher_cache = None
         self.intermediate = terms if terms.active else None
         self.student_recorder = Recorder(terms.student_modules(student))
         self.teacher_cache_spec = dict(teacher_cache) if teacher_cache else None
@@ -123,7 +118,7 @@ class PretrainDistillation(L.LightningModule):
         return self.objective != "representation"
 
     def teacher_states(self, inputs: Batch, train: bool) -> dict[int, torch.Tensor]:
-        """The teacher's hidden states by layer index (all, or the block boundaries when read from the cache)."""
+        """The teacher's hidden states (B, T, D) by layer index, 0 .. L (read from the cache when it is on)."""
         def compute(rows: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
             sub = inputs if rows is None else {k: v[rows] for k, v in inputs.items()}
             return dict(enumerate(self.teacher.hidden_states(**sub)))
@@ -133,7 +128,7 @@ class PretrainDistillation(L.LightningModule):
         if self.teacher_cache is None:  # opened at the first step: the sequence length is the batch's
             spec, world = self.teacher_cache_spec, self.trainer.world_size if self._trainer else 1
             folder = Path(spec["dir"]) / f"rank{self.global_rank}of{world}"
-            self.teacher_cache = TeacherStateCache(folder, self.intermediate.boundary_layers(),
+            self.teacher_cache = TeacherStateCache(folder, list(range(self.teacher.config.num_hidden_layers + 1)),
                                                    inputs["input_ids"].shape[1], self.teacher.hidden_size,
                                                    int(spec["capacity"]))
         return self.teacher_cache.lookup(inputs["input_ids"], inputs.get("attention_mask"), compute)

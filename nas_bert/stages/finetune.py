@@ -106,15 +106,17 @@ def load_task_teacher(path: str, datamodule: Any) -> FrozenTeacher:
 
 
 def teacher_logits_file(cfg: DictConfig, datamodule: Any) -> str | None:
-    """Where the fine-tuned teacher's logits on this training set are kept for every run that distils from it:
-    named after the teacher's weights (path, size, time) and the training set's fingerprint. GLUE only."""
+    """Where the fine-tuned teacher's logits on this task's data are kept for every run that distils from it:
+    named after the teacher's weights (path, size, time) and the fingerprints of the training and evaluation
+    sets. GLUE only."""
     ft = cfg.finetune
     if not (ft.get("teacher_path") and ft.get("teacher_logits_dir") and isinstance(datamodule, GlueDataModule)):
         return None
     resolved = Path(resolve_model_path(ft.teacher_path, "model", "finetune.teacher_path"))
     weights = sorted(resolved.glob("*.safetensors")) + sorted(resolved.glob("*.bin")) if resolved.is_dir() else []
     stamp = [f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights]
-    key = "|".join([str(resolved), *stamp, datamodule.train_dataset._fingerprint])
+    splits = [datamodule.train_dataset, *datamodule.eval_datasets.values()]
+    key = "|".join([str(resolved), *stamp, *(split._fingerprint for split in splits)])
     return str(Path(ft.teacher_logits_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt")
 
 

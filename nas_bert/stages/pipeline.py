@@ -6,16 +6,20 @@ the same tokens -> fine-tuning of the teacher and of every student on GLUE tasks
 Each step has its own run folder under `<pipeline run>/`, and runs as its own process (its own W&B run and DDP
 world), or in this process with `pipeline.in_process` (no interpreter start-up per step: what a study of a
 hundred small fine-tunings on a CPU wants). A step whose output already exists is skipped: re-running the
-command with the same `hydra.run.dir` continues an interrupted pipeline.
+command with the same `hydra.run.dir` continues an interrupted pipeline. Every finished step's wall time is
+appended to `<run>/logs/step_times.csv`, so the cost of a study resumed over several sittings adds up.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
 import subprocess
 import sys
+import time
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,6 +61,42 @@ class PipelineError(RuntimeError):
     """A step failed; the steps before it are kept and skipped when the pipeline is run again."""
 
 
+STEP_TIMES = "step_times.csv"  # in the pipeline's log folder: step, seconds, finished (UTC)
+
+
+def record_step_time(log_dir: Path, name: str, seconds: float) -> None:
+    """Appends a finished step's wall time to `<log_dir>/step_times.csv`."""
+    path = log_dir / STEP_TIMES
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["step", "seconds", "finished"])
+        writer.writerow([name, f"{seconds:.1f}", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())])
+
+
+def step_group(name: str) -> str:
+    """The part of the method a step belongs to: search, pretrain, finetune (teacher / students), ptq."""
+    head, _, rest = name.partition("/")
+    if head == "finetune":
+        return "finetune (teacher)" if rest.startswith("teacher_") else "finetune (students)"
+    return head
+
+
+def step_minutes(log_dir: Path) -> dict[str, tuple[int, float]]:
+    """{group: (steps, minutes)} of the finished steps in `<log_dir>/step_times.csv` (the last time of a step that
+    ran more than once), in the order the groups first ran; {} without the file."""
+    path = log_dir / STEP_TIMES
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as f:
+        seconds = {row["step"]: float(row["seconds"]) for row in csv.DictReader(f)}
+    groups: dict[str, list[float]] = defaultdict(list)
+    for name, value in seconds.items():
+        groups[step_group(name)].append(value)
+    return {group: (len(values), sum(values) / 60) for group, values in groups.items()}
+
+
 def run_step(step: Step, root: Path, log_dir: Path, in_process: bool = False) -> bool:
     """Run `step` unless its output exists; returns whether it ran. Its console output goes to a log file."""
     if step.output.exists():
@@ -65,6 +105,7 @@ def run_step(step: Step, root: Path, log_dir: Path, in_process: bool = False) ->
     log_file = log_dir / f"{step.name}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log.info("%-34s running%s: %s", step.name, " in process" if in_process else "", " ".join(step.overrides))
+    start = time.perf_counter()
     if in_process:
         code = run_in_process(step, root, log_file)
     else:
@@ -75,6 +116,7 @@ def run_step(step: Step, root: Path, log_dir: Path, in_process: bool = False) ->
         tail = "".join(log_file.read_text().splitlines(keepends=True)[-30:])
         raise PipelineError(f"step {step.name} failed (exit {code}); its log: {log_file}\n{tail}\n"
                             f"fix it and run the same command again: finished steps are skipped")
+    record_step_time(log_dir, step.name, time.perf_counter() - start)
     return True
 
 

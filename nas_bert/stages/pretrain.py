@@ -188,13 +188,10 @@ def sequences_per_rank(cfg: DictConfig, trainer: L.Trainer, train_sequences: int
     return max(min(train_sequences // trainer.world_size, trainer.max_steps * per_step), 1)
 
 
-def teacher_cache_spec(cfg: DictConfig, objective: str, sequences: int, teacher: FrozenTeacher,
-                       blocks: int) -> dict | None:
+def teacher_cache_spec(cfg: DictConfig, objective: str, sequences: int, teacher: FrozenTeacher) -> dict | None:
     """{"dir", "capacity"} of the teacher state cache, or None when off (`teacher_cache.dir: null`) or unusable
     (objectives other than representation mask their inputs, so the teacher's states change every step). It holds
-    the teacher's states at the boundaries of a `blocks`-block student, so students of another block count keep
-    their own. Whether the terms can be served from those alone is the module's call (it turns the cache off if
-    not)."""
+    every layer's states, so every student of this teacher and sequence length shares it."""
     cache = cfg.get("teacher_cache")
     if not cache or not cache.get("dir") or objective != "representation":
         return None
@@ -202,8 +199,8 @@ def teacher_cache_spec(cfg: DictConfig, objective: str, sequences: int, teacher:
     identity = (resolved / "config.json").read_bytes() if (resolved / "config.json").is_file() else b""
     digest = hashlib.sha256(str(resolved).encode() + identity).hexdigest()[:8]
     seq_len = cfg.data.max_seq_length
-    folder = Path(cache.dir) / f"{slug(teacher.name_or_path)}-{digest}-b{blocks}-t{seq_len}"
-    row_bytes = (blocks + 1) * seq_len * teacher.hidden_size * 2  # float16
+    folder = Path(cache.dir) / f"{slug(teacher.name_or_path)}-{digest}-t{seq_len}"
+    row_bytes = (teacher.config.num_hidden_layers + 1) * seq_len * teacher.hidden_size * 2  # float16
     capacity = min(sequences, int(float(cache.max_gib) * 2**30 // row_bytes))
     return {"dir": str(folder), "capacity": max(capacity, 1)}
 
@@ -256,7 +253,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
     if steps is not None:  # the token budget decides the length, whatever max_steps / max_epochs say
         trainer.fit_loop.epoch_loop.max_steps, trainer.fit_loop.max_epochs = steps, -1
     cache = teacher_cache_spec(cfg, objective, sequences_per_rank(cfg, trainer, len(datamodule.train_dataset)),
-                               teacher, len(arch.blocks))
+                               teacher)
     # objects passed to the partial, not to instantiate: Hydra would turn the masker dataclass into a config
     module = build(cfg.model, _partial_=True)(student=student, teacher=teacher, masker=masker, objective=objective,
                                               teacher_cache=cache)
