@@ -14,6 +14,7 @@ import torch
 import yaml
 from helpers.runs import GLUE, TINY_BUDGETS, compose_config, run_script
 
+from nas_bert.arch import Arch
 from nas_bert.modeling.students import uniform_arch
 from nas_bert.stages import pipeline
 from nas_bert.stages.common import AcceleratorError, start_run
@@ -130,6 +131,19 @@ def test_each_budget_gets_its_baselines_once_pretrained_for_the_same_tokens(tmp_
     composed = compose_config("train", tmp_path / "qat", *[o for o in qat.overrides if not o.startswith("hydra.")])
     assert composed.finetune.init_from == str(tuned) and composed.finetune.qat.weight_bits == 4
     assert composed.trainer.max_epochs == 1 and composed.finetune.model_name == "nas-bert-quarter-w4a8"
+
+
+def test_a_searched_student_without_attention_is_pretrained_without_the_attention_terms(tmp_path):
+    cfg = compose_config("search", tmp_path, "+pipeline=cpu_study")  # its recipe has the MiniLM term
+    blocks = [{"hidden": 96, "ops": ["sepconv7", "identity"]}, {"hidden": 64, "ops": ["ffn", "identity"]}]
+    convolutional = pipeline.Model("nas-bert-seventh", "searched", "seventh", "", Arch.from_dict({"blocks": blocks}))
+    step = pipeline.pretrain_step(cfg, tmp_path, convolutional)
+    composed = compose_config("train", tmp_path / "pre", *[o for o in step.overrides if not o.startswith("hydra.")])
+    assert composed.model.intermediate.minilm_weight == 0 and composed.model.intermediate.attention_weight == 0
+    assert composed.model.intermediate.hidden_weight > 0  # the rest of the shared recipe stays
+    with_attention = pipeline.pretrain_step(cfg, tmp_path, pipeline.Model("b", "equal_params", "seventh", "",
+                                                                          uniform_arch(2, 64, 2)))
+    assert "model.intermediate.minilm_weight=0" not in with_attention.overrides
 
 
 def test_bad_study_settings_fail_before_any_step(tmp_path, monkeypatch):

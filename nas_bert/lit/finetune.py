@@ -67,7 +67,6 @@ class TeacherLogitCache:
         return self.full
 
 
-
 def save_teacher_logits(path: Path, caches: dict[str, TeacherLogitCache]) -> None:
     """{split: rows (N, ...)} of complete caches in one file (a run killed while saving leaves no partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)

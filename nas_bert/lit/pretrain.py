@@ -104,7 +104,7 @@ class PretrainDistillation(L.LightningModule):
             raise ValueError("objective=representation needs intermediate.hidden_weight or "
                              "intermediate.embedding_weight > 0 (there is nothing to distil otherwise)")
         if teacher_cache and objective != "representation":
-            raise ValueError("the teacher state cache holds unmasked block-boundary states: it needs "
+            raise ValueError("the teacher state cache holds the teacher's states of unmasked inputs: it needs "
                              "objective=representation; set teacher_cache=null")
         self.intermediate = terms if terms.active else None
         self.student_recorder = Recorder(terms.student_modules(student))

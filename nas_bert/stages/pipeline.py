@@ -29,6 +29,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from nas_bert.arch import MHA
+
 log = logging.getLogger(__name__)
 
 
@@ -209,8 +211,14 @@ def pretrain_step(cfg: DictConfig, out: Path, model: Model) -> Step:
         which = (f"student.baseline={{layers: {sum(b.depth for b in block) // 2}, hidden: {block[0].hidden}, "
                  f"blocks: {len(block)}}}",)
     tokens = (f"tokens={int(p.tokens)}",) if p.get("tokens") else ()
+    no_attention = ()
+    if not any(op == MHA for block in model.arch.blocks for op in block.ops):
+        # the attention-score and MiniLM terms match MHA layers: a student without one (the search may pick it) is
+        # pre-trained with the rest of the shared recipe (train.py refuses those terms for it when asked directly)
+        no_attention = ("model.intermediate.attention_weight=0", "model.intermediate.minilm_weight=0")
+        log.warning("%s has no mha layer: pre-trained without the attention and MiniLM terms", model.name)
     return Step(f"pretrain/{model.name}", "train", (f"hydra.run.dir={run}", *which, *p.common, *p.corpus,
-                                                    *p.pretrain, *tokens),
+                                                    *p.pretrain, *tokens, *no_attention),
                 run / "model" / "config.json")
 
 
