@@ -14,7 +14,7 @@ from nas_bert.data.glue import GlueDataModule
 from nas_bert.data.squad import SquadDataModule
 from nas_bert.lit import GlueFineTuning, SquadFineTuning
 from nas_bert.lit.finetune import TeacherLogitCache, task_kd_loss
-from nas_bert.stages.finetune import load_task_model
+from nas_bert.stages.finetune import final_metrics, load_task_model
 from nas_bert.teacher import FrozenTeacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +99,9 @@ def test_glue_distillation_logs_every_metric_and_loyalty(tiny_teacher_dir, cache
     assert not module.teacher_cache.rows[data.train_dataset["idx"]].isnan().any()  # every training example cached
     assert module.teacher_cache.full and later.teacher_cache.full  # the second epoch's look-ups check nothing
     assert not any(k.startswith("teacher") for k in module.state_dict())
+    assert module.evaluated_at_step == fit.global_step  # the last epoch's validation saw the final weights: reused
+    again = {k: float(v) for k, v in fit.validate(module, datamodule=data, verbose=False)[0].items()}
+    assert final_metrics(fit, module, data) == pytest.approx(again)
 
 
 def run_ddp_eval(module, data, tmp_path) -> dict:

@@ -115,6 +115,7 @@ class TaskDistillation(L.LightningModule):
         self.eval_teacher_caches: list[TeacherLogitCache] = []  # by evaluation dataloader (GLUE)
         self.teacher_logits_file = Path(teacher_logits_file) if teacher_logits_file and self.teacher_cache else None
         self.saved_splits: set[str] = set()  # the splits `teacher_logits_file` holds
+        self.evaluated_at_step: int | None = None  # the global step of the last validation (not a sanity check)
         if head_lr_scale <= 0:
             raise ValueError(f"head_lr_scale must be > 0, got {head_lr_scale}")
         self.head_lr_scale = head_lr_scale
@@ -157,6 +158,10 @@ class TaskDistillation(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.keep_teacher_logits()
+
+    def on_validation_end(self) -> None:
+        if not self.trainer.sanity_checking:  # the weights the logged validation metrics belong to
+            self.evaluated_at_step = self.trainer.global_step
 
     def run_teacher(self, batch: Batch) -> Any:
         """The teacher's output on the batch's inputs (no grad, on the batch's device)."""

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
@@ -146,7 +147,7 @@ def run_finetune(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        final = {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule)[0].items()}
+        final = final_metrics(trainer, module, datamodule)
         if trainer.is_global_zero:
             for export_dir in (output_dir / "model", *([Path(ft.export_dir)] if ft.get("export_dir") else [])):
                 model.save_pretrained(export_dir)
@@ -165,6 +166,15 @@ def run_finetune(cfg: DictConfig) -> dict[str, float]:
     finally:
         finish_loggers(trainer)
     return final
+
+
+def final_metrics(trainer: L.Trainer, module: L.LightningModule, datamodule: Any) -> dict[str, float]:
+    """The trained model's evaluation: what fit's last validation logged when it saw the final weights (it ran at
+    the end of the last epoch), else a validation pass now."""
+    if getattr(module, "evaluated_at_step", None) == trainer.global_step:
+        metrics = trainer.callback_metrics
+        return {k: float(v) for k, v in metrics.items() if k.startswith(("val/", "best/"))}
+    return {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule)[0].items()}
 
 
 def model_name(cfg: DictConfig) -> str:
