@@ -142,7 +142,7 @@ class TaskDistillation(L.LightningModule):
         """Marks the caches whose split is complete (under DDP each rank sees its share: never) and saves them to
         `teacher_logits_file` when it lacks one of them."""
         data = self.trainer.datamodule
-        if data is None or self.teacher_cache is None:
+        if data is None or self.teacher is None or self.teacher_cache is None:  # nothing to keep without a teacher
             return
         complete = {}
         for split, cache in self.teacher_logit_caches().items():

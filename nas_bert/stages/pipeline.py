@@ -212,7 +212,7 @@ def pretrain_step(cfg: DictConfig, out: Path, model: Model) -> Step:
                  f"blocks: {len(block)}}}",)
     tokens = (f"tokens={int(p.tokens)}",) if p.get("tokens") else ()
     no_attention = ()
-    if not any(op == MHA for block in model.arch.blocks for op in block.ops):
+    if not any(MHA in block.ops for block in model.arch.blocks):
         # the attention-score and MiniLM terms match MHA layers: a student without one (the search may pick it) is
         # pre-trained with the rest of the shared recipe (train.py refuses those terms for it when asked directly)
         no_attention = ("model.intermediate.attention_weight=0", "model.intermediate.minilm_weight=0")
