@@ -1,6 +1,6 @@
 """`python search.py +pipeline=cpu_demo debug=fast`: every stage chained on a tiny teacher from the command line (the
-process boundary is the point; the steps run in that process), the report, skipping on re-run, the steps it plans,
-and the settings refused before any step runs."""
+process boundary is the point; the steps run in that process, two student seeds side by side on 2 workers), the
+report, skipping on re-run, the steps it plans, and the settings refused before any step runs."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from nas_bert.modeling.students import uniform_arch
 from nas_bert.stages import pipeline
 from nas_bert.stages.common import AcceleratorError, start_run
 from nas_bert.stages.pipeline import PipelineError, run_pipeline
+from nas_bert.stages.step_times import time_by_part
 
 
 def overrides(*items: str) -> str:
@@ -40,12 +41,14 @@ def pipeline_args(tmp_path: Path, teacher: Path, *common: str) -> list[str]:
 def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_teacher_dir, caplog):
     pipe = tmp_path / "pipe"
     first = run_script("search.py", tmp_path, "+pipeline=cpu_demo", "debug=fast", f"hydra.run.dir={pipe}",
-                       "pipeline.in_process=true", *pipeline_args(tmp_path, tiny_teacher_dir))
+                       "pipeline.in_process=true", "pipeline.seeds=[0,1,2]", "pipeline.workers=2",
+                       *pipeline_args(tmp_path, tiny_teacher_dir))
     assert first.returncode == 0, first.stderr[-3000:]
-    rows = {r["model"]: r for r in csv.DictReader(open(pipe / "summary.csv"))}  # one per (model, task, seed)
-    assert set(rows) == {"teacher", "nas-bert-debug_40pct"}
+    seeds = {(r["model"], r["seed"]) for r in csv.DictReader(open(pipe / "summary.csv"))}  # per model, task, seed
+    assert seeds == {("teacher", "0"), *(("nas-bert-debug_40pct", s) for s in "012")}
+    rows = {r["model"]: r for r in csv.DictReader(open(pipe / "summary.csv"))}
     for row in rows.values():
-        assert float(row["latency_ms"]) > 0 and int(row["flops"]) > 0 and row["task"] == "rte" and row["seed"] == "0"
+        assert float(row["latency_ms"]) > 0 and int(row["flops"]) > 0 and row["task"] == "rte"
         assert 0 <= float(row["score"]) <= 100
     assert int(rows["nas-bert-debug_40pct"]["params"]) < int(rows["teacher"]["params"])
     assert rows["nas-bert-debug_40pct"]["role"] == "searched" and rows["nas-bert-debug_40pct"]["budget"] == "debug_40pct"
@@ -55,20 +58,21 @@ def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_tea
     assert search["search"]["shrinking"]["candidates_per_bin"] == 4  # every step ran under debug=fast
     assert (pipe / "logs" / "finetune" / "teacher_rte_s0.log").read_text()  # each step's log in its own file
     times = list(csv.DictReader(open(pipe / "logs" / "step_times.csv")))
-    assert [t["step"] for t in times] == ["search", "pretrain/nas-bert-debug_40pct", "finetune/teacher_rte_s0",
-                                          "finetune/nas-bert-debug_40pct_rte_s0"]
+    assert [t["step"] for t in times[:4]] == ["search", "pretrain/nas-bert-debug_40pct", "finetune/teacher_rte_s0",
+                                              "finetune/nas-bert-debug_40pct_rte_s0"]  # saves the teacher's logits
+    assert {t["step"] for t in times[4:]} == {f"finetune/nas-bert-debug_40pct_rte_s{s}" for s in (1, 2)}  # 2 workers
     assert all(float(t["seconds"]) > 0 for t in times)
-    minutes = pipeline.step_minutes(pipe / "logs")
-    assert list(minutes) == ["search", "pretrain", "finetune (teacher)", "finetune (students)"]
-    assert "| total | 4 |" in (pipe / "summary.md").read_text()
+    parts = time_by_part(pipe / "logs")
+    assert list(parts) == ["search", "pretrain", "finetune (teacher)", "finetune (students)", "total"]
+    assert "| total | 6 |" in (pipe / "summary.md").read_text()
 
     # the same pipeline again runs nothing but the report
-    again = compose_config("search", pipe, "+pipeline=cpu_demo", "logger=csv",
+    again = compose_config("search", pipe, "+pipeline=cpu_demo", "logger=csv", "pipeline.seeds=[0,1,2]",
                            *pipeline_args(tmp_path, tiny_teacher_dir, "debug=fast"))
     with caplog.at_level(logging.INFO):
         run_pipeline(again)
-    assert sum("skipped" in r.getMessage() for r in caplog.records) == 4  # search, pre-training, 2 fine-tunings
-    assert len(list(csv.DictReader(open(pipe / "logs" / "step_times.csv")))) == 4  # skipped steps add no time
+    assert sum("skipped" in r.getMessage() for r in caplog.records) == 6  # search, pre-training, 4 fine-tunings
+    assert len(list(csv.DictReader(open(pipe / "logs" / "step_times.csv")))) == 6  # skipped steps add no time
     assert any("latencies read from" in r.getMessage() for r in caplog.records)  # measured once per run folder
     assert {r["model"]: r["latency_ms"] for r in csv.DictReader(open(pipe / "summary.csv"))} == {
         name: row["latency_ms"] for name, row in rows.items()}
@@ -116,6 +120,7 @@ def test_each_budget_gets_its_baselines_once_pretrained_for_the_same_tokens(tmp_
     assert len(chosen) == 4 and set(json.loads((tmp_path / "baselines.json").read_text())) == {
         "quarter/equal_params", "quarter/equal_latency", "tenth/equal_params", "tenth/equal_latency"}
     assert pipeline.students(cfg, tmp_path, ["quarter", "tenth"])[1].roles == models[1].roles and len(chosen) == 4
+    assert time_by_part(tmp_path / "logs")["baselines"].steps == 4  # the choice is timed with the steps
     baseline = pipeline.pretrain_step(cfg, tmp_path, models[1])
     assert "student.baseline={layers: 4, hidden: 96, blocks: 3}" in baseline.overrides
     assert "tokens=1000000" in baseline.overrides and "data/corpus=gutenberg" in baseline.overrides

@@ -12,6 +12,7 @@ fine-tuning.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,9 @@ class TeacherLogitCache:
 def save_teacher_logits(path: Path, caches: dict[str, TeacherLogitCache]) -> None:
     """{split: rows (N, ...)} of complete caches in one file (a run killed while saving leaves no partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({split: cache.rows for split, cache in caches.items()}, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")  # runs side by side never write into one file
+    torch.save({split: cache.rows for split, cache in caches.items()}, temporary)
+    temporary.replace(path)
 
 
 def load_teacher_logits(path: Path, caches: dict[str, TeacherLogitCache]) -> list[str]:

@@ -5,24 +5,26 @@ the same tokens -> fine-tuning of the teacher and of every student on GLUE tasks
 
 Each step has its own run folder under `<pipeline run>/`, and runs as its own process (its own W&B run and DDP
 world), or in this process with `pipeline.in_process` (no interpreter start-up per step: what a study of a
-hundred small fine-tunings on a CPU wants). A step whose output already exists is skipped: re-running the
-command with the same `hydra.run.dir` continues an interrupted pipeline. Every finished step's wall time is
-appended to `<run>/logs/step_times.csv`, so the cost of a study resumed over several sittings adds up.
+hundred small fine-tunings on a CPU wants). With `pipeline.workers` > 1 the fine-tunings, which do not depend on
+each other, run that many at a time on worker processes that share the cores (each task's first student run
+alone first: it saves the teacher's logits the others read). A step whose output already exists is skipped:
+re-running the command with the same `hydra.run.dir` continues an interrupted pipeline. Every finished step's
+wall time is appended to `<run>/logs/step_times.csv` (`step_times.py`), so the cost of a study resumed over
+several sittings adds up.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from nas_bert.arch import MHA
+from nas_bert.stages.step_pool import run_side_by_side
+from nas_bert.stages.step_times import record_step_time
 
 log = logging.getLogger(__name__)
 
@@ -63,46 +67,9 @@ class PipelineError(RuntimeError):
     """A step failed; the steps before it are kept and skipped when the pipeline is run again."""
 
 
-STEP_TIMES = "step_times.csv"  # in the pipeline's log folder: step, seconds, finished (UTC)
-
-
-def record_step_time(log_dir: Path, name: str, seconds: float) -> None:
-    """Appends a finished step's wall time to `<log_dir>/step_times.csv`."""
-    path = log_dir / STEP_TIMES
-    new = not path.is_file()
-    with path.open("a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(["step", "seconds", "finished"])
-        writer.writerow([name, f"{seconds:.1f}", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())])
-
-
-def step_group(name: str) -> str:
-    """The part of the method a step belongs to: search, pretrain, finetune (teacher / students), ptq."""
-    head, _, rest = name.partition("/")
-    if head == "finetune":
-        return "finetune (teacher)" if rest.startswith("teacher_") else "finetune (students)"
-    return head
-
-
-def step_minutes(log_dir: Path) -> dict[str, tuple[int, float]]:
-    """{group: (steps, minutes)} of the finished steps in `<log_dir>/step_times.csv` (the last time of a step that
-    ran more than once), in the order the groups first ran; {} without the file."""
-    path = log_dir / STEP_TIMES
-    if not path.is_file():
-        return {}
-    with path.open(newline="") as f:
-        seconds = {row["step"]: float(row["seconds"]) for row in csv.DictReader(f)}
-    groups: dict[str, list[float]] = defaultdict(list)
-    for name, value in seconds.items():
-        groups[step_group(name)].append(value)
-    return {group: (len(values), sum(values) / 60) for group, values in groups.items()}
-
-
 def run_step(step: Step, root: Path, log_dir: Path, in_process: bool = False) -> bool:
     """Run `step` unless its output exists; returns whether it ran. Its console output goes to a log file."""
-    if step.output.exists():
-        log.info("%-34s done before (%s): skipped", step.name, step.output)
+    if not unfinished([step]):
         return False
     log_file = log_dir / f"{step.name}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +87,14 @@ def run_step(step: Step, root: Path, log_dir: Path, in_process: bool = False) ->
                             f"fix it and run the same command again: finished steps are skipped")
     record_step_time(log_dir, step.name, time.perf_counter() - start)
     return True
+
+
+def unfinished(steps: list[Step]) -> list[Step]:
+    """The steps whose output does not exist yet; the others are logged as skipped."""
+    for step in steps:
+        if step.output.exists():
+            log.info("%-34s done before (%s): skipped", step.name, step.output)
+    return [step for step in steps if not step.output.exists()]
 
 
 @contextmanager
@@ -286,8 +261,10 @@ def students(cfg: DictConfig, out: Path, budgets: list[str]) -> list[Model]:
         for kind in (cfg.pipeline.get("baselines") or {}).get("kinds") or []:
             key = f"{budget}/{kind}"
             if key not in chosen:
+                start = time.perf_counter()
                 chosen[key] = choose_baseline(cfg, arch, kind)
                 chosen_file.write_text(json.dumps(chosen, indent=2))
+                record_step_time(out / "logs", f"baselines/{key}", time.perf_counter() - start)
             layers, hidden, blocks = chosen[key]["layers"], chosen[key]["hidden"], chosen[key]["blocks"]
             name = f"bert-L{layers}-H{hidden}"
             if name not in models:
@@ -372,10 +349,10 @@ def run_pipeline(cfg: DictConfig) -> dict[str, float]:
     cfg.pipeline = step_settings(cfg)
     check_settings(cfg, root)
     p = cfg.pipeline
-    in_process = bool(p.get("in_process"))
+    run = partial(run_step, root=root, log_dir=logs, in_process=bool(p.get("in_process")))
 
-    def run(step: Step) -> None:
-        run_step(step, root, logs, in_process)
+    def run_all(steps: list[Step]) -> None:  # independent steps: side by side with pipeline.workers > 1
+        run_side_by_side(unfinished(steps), run, int(p.get("workers") or 1))
 
     run(search_step(cfg, out))
     models = students(cfg, out, selected_budgets(cfg, out))
@@ -384,12 +361,12 @@ def run_pipeline(cfg: DictConfig) -> dict[str, float]:
     teacher = teacher_model(cfg)
     tasks = [*p.glue_tasks, *(["squad"] if p.get("squad") else [])]  # squad: [] skips SQuAD
     teachers = {task: finetune_step(cfg, out, teacher, task, p.teacher_seed, None) for task in tasks}
-    for step in teachers.values():
-        run(step)
-    for model in models:
-        for task in tasks:
-            for seed in p.seeds:
-                run(finetune_step(cfg, out, model, task, seed, teachers[task].output.parent / "model"))
+    run_all(list(teachers.values()))
+    tuned = {(model.name, task, seed): finetune_step(cfg, out, model, task, seed, teachers[task].output.parent / "model")
+             for model in models for task in tasks for seed in p.seeds}
+    firsts = [tuned[models[0].name, task, p.seeds[0]] for task in tasks]
+    run_all(firsts)  # each saves its task's teacher logits, which the others then read instead of running it
+    run_all([step for step in tuned.values() if step not in firsts])
     from nas_bert.stages.study import write_report
 
     report = write_report(cfg, out, [teacher, *models])

@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from nas_bert.stages.common import instantiate_group
-from nas_bert.stages.pipeline import step_minutes
+from nas_bert.stages.step_times import time_by_part
 from nas_bert.stages.study_report import log_report, model_summary, write_summary
 from nas_bert.stages.summary import loyalty, task_score
 
@@ -99,7 +99,7 @@ def write_report(cfg: DictConfig, out: Path, models: list[Any]) -> dict[str, flo
     latency = study_latency_ms(out / "latency.json", {m.name: m.path for m in trained}, lat)
     flops = {m.name: encoder_flops_of(m, lat.seq_len) for m in trained}
     records = study_records(models, results, latency, flops)
-    paths = write_summary(out, records, dict(cfg.pipeline.get("goals") or {}), step_minutes(out / "logs"))
+    paths = write_summary(out, records, dict(cfg.pipeline.get("goals") or {}), time_by_part(out / "logs"))
     rows = model_summary(records)
     print(paths["markdown"].read_text())
     loggers = instantiate_group(cfg.get("logger"))

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
+from nas_bert.stages.step_times import PartTime
 from nas_bert.stages.summary import markdown
 
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
@@ -186,18 +187,17 @@ def _goal_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       "note": g["note"]} for g in rows]
 
 
-def time_markdown(minutes: Mapping[str, tuple[int, float]]) -> str:
-    """The compute time table: steps and minutes per part of the method ({group: (steps, minutes)}), and the total."""
-    rows = [{"part": group, "steps": n, "minutes": round(m, 1)} for group, (n, m) in minutes.items()]
-    rows.append({"part": "total", "steps": sum(n for n, _ in minutes.values()),
-                 "minutes": round(sum(m for _, m in minutes.values()), 1)})
-    return _table(rows)
+def time_markdown(times: Mapping[str, PartTime]) -> str:
+    """The compute time table: per part of the method (and the total), its steps, their own wall times added up,
+    and the wall time they took together (less where steps ran side by side, `pipeline.workers`)."""
+    return _table([{"part": part, "steps": t.steps, "step minutes": round(t.step_minutes, 1),
+                    "wall minutes": round(t.wall_minutes, 1)} for part, t in times.items()])
 
 
 def summary_markdown(records: Sequence[dict[str, Any]], targets: Mapping[str, float] = DEFAULT_TARGETS,
-                     minutes: Mapping[str, tuple[int, float]] | None = None) -> str:
-    """The per-model table (mean ± std over seeds), what it leaves out, the goals table, and (`minutes`) the
-    wall time of the steps, summed over every sitting of a resumed run."""
+                     times: Mapping[str, PartTime] | None = None) -> str:
+    """The per-model table (mean ± std over seeds), what it leaves out, the goals table, and (`times`, see
+    `step_times.time_by_part`) the compute time, over every sitting of a resumed run."""
     rows = model_summary(records)
     parts = ["## Models (GLUE dev score, mean ± std over seeds)\n", _table(_model_table(rows))]
     issues = [f"- {r['model']} ({r['role']}, {r['budget'] or '-'}): {r['issues']}" for r in rows if r["issues"]]
@@ -205,8 +205,8 @@ def summary_markdown(records: Sequence[dict[str, Any]], targets: Mapping[str, fl
         parts += ["Left out of the statistics:\n", "\n".join(issues) + "\n"]
     parts += ["## Goals (searched student per budget; margins in points)\n",
               _table(_goal_table(goals(records, targets)))]
-    if minutes:
-        parts += ["## Compute time (wall time of the steps, summed over resumed sittings)\n", time_markdown(minutes)]
+    if times:
+        parts += ["## Compute time (over every sitting of a resumed run)\n", time_markdown(times)]
     return "\n".join(parts)
 
 
@@ -267,14 +267,14 @@ def plot_task_bars(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
 def write_summary(out_dir: str | Path, records: Sequence[dict[str, Any]],
                   targets: Mapping[str, float] = DEFAULT_TARGETS,
-                  minutes: Mapping[str, tuple[int, float]] | None = None) -> dict[str, Path]:
-    """`summary.csv` (per record), `summary.md` (with the compute time `minutes`, see `summary_markdown`),
+                  times: Mapping[str, PartTime] | None = None) -> dict[str, Path]:
+    """`summary.csv` (per record), `summary.md` (with the compute time `times`, see `summary_markdown`),
     `score_vs_latency.png`, `task_scores.png` in `out_dir`."""
     out = Path(out_dir)
     paths = {"csv": write_study_csv(out / "summary.csv", records), "markdown": out / "summary.md",
              "score_vs_latency": plot_score_vs_latency(records, out / "score_vs_latency.png"),
              "task_scores": plot_task_bars(records, out / "task_scores.png")}
-    paths["markdown"].write_text(summary_markdown(records, targets, minutes))
+    paths["markdown"].write_text(summary_markdown(records, targets, times))
     return paths
 
 
