@@ -91,10 +91,13 @@ def run_step(step: Step, root: Path, log_dir: Path, in_process: bool = False) ->
 
 def unfinished(steps: list[Step]) -> list[Step]:
     """The steps whose output does not exist yet; the others are logged as skipped."""
+    pending = []
     for step in steps:
         if step.output.exists():
             log.info("%-34s done before (%s): skipped", step.name, step.output)
-    return [step for step in steps if not step.output.exists()]
+        else:
+            pending.append(step)
+    return pending
 
 
 @contextmanager
@@ -362,7 +365,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, float]:
     tasks = [*p.glue_tasks, *(["squad"] if p.get("squad") else [])]  # squad: [] skips SQuAD
     teachers = {task: finetune_step(cfg, out, teacher, task, p.teacher_seed, None) for task in tasks}
     run_all(list(teachers.values()))
-    tuned = {(model.name, task, seed): finetune_step(cfg, out, model, task, seed, teachers[task].output.parent / "model")
+    tuned = {(model.name, task, seed): finetune_step(cfg, out, model, task, seed,
+                                                     teachers[task].output.parent / "model")
              for model in models for task in tasks for seed in p.seeds}
     firsts = [tuned[models[0].name, task, p.seeds[0]] for task in tasks]
     run_all(firsts)  # each saves its task's teacher logits, which the others then read instead of running it

@@ -24,13 +24,16 @@ class PartTime(NamedTuple):
 
 
 def record_step_time(log_dir: Path, name: str, seconds: float) -> None:
-    """Appends a finished step's wall time to `<log_dir>/step_times.csv` (one write: concurrent workers append
-    whole lines)."""
+    """Appends a finished step's wall time to `<log_dir>/step_times.csv` (a row is one write to a file opened for
+    appending: workers side by side never interleave within a line)."""
     path = log_dir / STEP_TIMES
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = "" if path.is_file() else "step,seconds,finished\n"
-    with path.open("a") as f:
-        f.write(f"{header}{name},{seconds:.1f},{time.strftime(TIME_FORMAT, time.gmtime())}\n")
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["step", "seconds", "finished"])
+        writer.writerow([name, f"{seconds:.1f}", time.strftime(TIME_FORMAT, time.gmtime())])
 
 
 def step_part(name: str) -> str:
