@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from helpers.runs import TINY_BUDGETS, run_stage
 from omegaconf import OmegaConf
@@ -16,10 +17,12 @@ from nas_bert.arch import Arch
 from nas_bert.encoder import encoder_params
 from nas_bert.inherit import inherit_from_supernet, load_supernet_checkpoint
 from nas_bert.modeling.students import build_student, load_searched_arch
+from nas_bert.stages.recipe import check_local_inputs
 from nas_bert.stages.search import run_search
 from nas_bert.stages.upgrade import upgrade_config
 
-OLD = Path(__file__).resolve().parent / "fixtures" / "v0_1_0"
+ROOT = Path(__file__).resolve().parents[1]
+OLD = ROOT / "tests" / "fixtures" / "v0_1_0"
 
 
 def test_old_architecture_files_load_in_their_space(tiny_space):
@@ -50,19 +53,31 @@ def test_an_old_supernet_checkpoint_is_inherited_from():
 def test_an_old_search_run_is_selected_from_and_its_recipe_reruns(tmp_path, tiny_teacher_dir, cache_dir):
     old = tmp_path / "old_run"
     shutil.copytree(OLD / "search_run", old)
-    teacher = [f"teacher.name_or_path={tiny_teacher_dir}", f"data.tokenizer={tiny_teacher_dir}",
-               f"paths.cache_dir={cache_dir}"]
-    # the saved recipe (with 0.1's class and data key names) re-runs: training and selection
-    caches = [f"search.latency.dir={cache_dir}/latency", f"data.cache_dir={cache_dir}/datasets"]  # resolved: /tmp
-    sample = OLD.parents[2] / "data" / "corpus" / "wikitext-2-raw"  # the recipe names the writer's checkout
-    corpus = [f"data.train_files={sample}/wiki.test.raw.gz", f"data.validation_files={sample}/wiki.valid.raw.gz"]
-    run_stage(run_search, "config", tmp_path / "rerun", *teacher, *caches, *corpus, config_dir=old)
+    # 0.1 saved its recipe fully resolved, with the writer's paths (/tmp/compat, /tmp/base): each is overridden,
+    # and its copy of the teacher at model.teacher follows teacher.* (relinked on upgrade)
+    sample = ROOT / "data" / "corpus" / "wikitext-2-raw"
+    moved = [f"teacher.name_or_path={tiny_teacher_dir}", f"teacher.tokenizer={tiny_teacher_dir}",
+             f"data.tokenizer={tiny_teacher_dir}", f"paths.cache_dir={cache_dir}",
+             f"search.latency.dir={cache_dir}/latency", f"data.cache_dir={cache_dir}/datasets",
+             f"data.train_files={sample}/wiki.test.raw.gz", f"data.validation_files={sample}/wiki.valid.raw.gz"]
+    run_stage(run_search, "config", tmp_path / "rerun", *moved, config_dir=old)
     assert sorted(p.stem for p in (tmp_path / "rerun" / "architectures").glob("*.yaml")) == ["debug_40pct", "debug_90pct"]
     # the new code selects from the old supernet checkpoint
     run_stage(run_search, "search", tmp_path / "reselect", "space=tiny", "debug=fast", "logger=csv", TINY_BUDGETS,
-              *teacher, f"search.select_from={old}")
+              f"teacher.name_or_path={tiny_teacher_dir}", f"paths.cache_dir={cache_dir}", f"search.select_from={old}")
     assert sorted(p.stem for p in (tmp_path / "reselect" / "architectures").glob("*.yaml")) == [
         "debug_40pct", "debug_90pct"]
+
+
+def test_an_old_recipe_whose_teacher_moved_names_every_setting_to_override(tmp_path, tiny_teacher_dir):
+    cfg = OmegaConf.load(OLD / "search_run" / "config.yaml")
+    cfg.paths.output_dir, cfg.teacher.name_or_path = str(tmp_path), str(tiny_teacher_dir)
+    upgrade_config(cfg)
+    assert cfg.model.teacher.name_or_path == str(tiny_teacher_dir)  # the copy follows the override
+    with pytest.raises(FileNotFoundError) as err:
+        check_local_inputs(cfg)
+    named = {line.split("=")[0].strip() for line in str(err.value).splitlines() if line.startswith("  ")}
+    assert named == {"teacher.tokenizer", "data.tokenizer", "model.teacher.tokenizer"}
 
 
 def test_an_old_pretraining_recipe_keeps_its_loss():

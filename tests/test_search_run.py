@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from helpers.runs import TINY_BUDGETS, compose_config, run_stage, tiny
+from omegaconf import OmegaConf
 
 from nas_bert.arch import Arch, ArchitectureError
 from nas_bert.encoder import encoder_params
 from nas_bert.search.latency import LatencyTableError
+from nas_bert.stages.recipe import RESOLVER_CALL
 from nas_bert.stages.search import SearchBudgetError, run_search
 from nas_bert.teacher import TeacherError
 
@@ -22,24 +26,34 @@ pytestmark = pytest.mark.slow  # whole stages, end to end
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory, tiny_teacher_dir, cache_dir) -> Path:
+def own_teacher(tmp_path_factory, tiny_teacher_dir) -> Path:
+    """A copy of the tiny teacher that this module's search uses (and one test moves away and back)."""
+    own = tmp_path_factory.mktemp("own_teacher") / "teacher"
+    shutil.copytree(tiny_teacher_dir, own)
+    return own
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, own_teacher, cache_dir) -> Path:
     """One finished tiny search (outputs/search/runs/first), shared by the tests below; W&B on."""
     root = tmp_path_factory.mktemp("outputs")
     run_stage(run_search, "search", root / "search" / "runs" / "first",
-              *tiny(tiny_teacher_dir, cache_dir, TINY_BUDGETS, "logger=default"), log_dir=root)
+              *tiny(own_teacher, cache_dir, TINY_BUDGETS, "logger=default"), log_dir=root)
     return root
 
 
-def test_search_writes_checkpoint_logs_config_and_architectures(searched, tiny_teacher_dir):
+def test_search_writes_checkpoint_logs_config_and_architectures(searched, own_teacher):
     run = searched / "search" / "runs" / "first"
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["state_dict"] and all(k.startswith("supernet.") for k in ckpt["state_dict"])  # no teacher weights
     config = yaml.safe_load((run / "checkpoints" / "config.yaml").read_text())
-    assert config["teacher"]["name_or_path"] == str(tiny_teacher_dir) and config["space"]["name"] == "tiny"
+    assert config["teacher"]["name_or_path"] == str(own_teacher) and config["space"]["name"] == "tiny"
+    assert config["paths"]["root_dir"] == os.environ["PROJECT_ROOT"]  # resolver calls are frozen ...
+    assert config["model"]["teacher"] == "${teacher}" and config["data"]["tokenizer"] == "${teacher.tokenizer}"
     text = (run / "config.yaml").read_text()
-    assert "output_dir: ${hydra:runtime.output_dir}" in text  # the run folder stays a variable ...
-    assert {line.split("${")[1].split("}")[0] for line in text.splitlines() if "${" in line} == {
-        "hydra:runtime.output_dir", "paths.output_dir"}  # ... and everything else is resolved
+    assert "output_dir: ${hydra:runtime.output_dir}" in text  # ... links and the run folder stay variables
+    assert [line for line in text.splitlines() if RESOLVER_CALL.search(line)] == [
+        "  output_dir: ${hydra:runtime.output_dir}"]
     rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
     assert any(r.get("val/block2_mse") for r in rows) and any(r.get("train/loss") for r in rows)
     assert list((run / "wandb").glob("offline-run-*"))
@@ -59,10 +73,21 @@ def test_search_writes_checkpoint_logs_config_and_architectures(searched, tiny_t
     assert (searched / "search" / "latest").resolve() == run.resolve()
 
 
-def test_the_saved_recipe_runs_on_its_own(searched, tmp_path):
-    run = searched / "search" / "runs" / "first"
-    rerun = tmp_path / "rerun"
-    run_stage(run_search, "config", rerun, config_dir=run, log_dir=tmp_path)
+def test_the_saved_recipe_reruns_elsewhere_with_its_teacher_moved_by_one_override(searched, own_teacher, tmp_path):
+    run = tmp_path / "copied_run"
+    shutil.copytree(searched / "search" / "runs" / "first", run)
+    moved, rerun = tmp_path / "moved_teacher", tmp_path / "rerun"
+    shutil.move(own_teacher, moved)
+    try:
+        with pytest.raises(FileNotFoundError, match=r"teacher\.name_or_path="):  # names the key, before any step
+            run_search(compose_config("config", tmp_path / "refused", config_dir=run, log_dir=tmp_path))
+        assert not (tmp_path / "refused" / "config.yaml").exists()
+        run_stage(run_search, "config", rerun, f"teacher.name_or_path={moved}", config_dir=run, log_dir=tmp_path)
+    finally:
+        shutil.move(moved, own_teacher)
+    recipe = OmegaConf.load(rerun / "config.yaml")
+    recipe.paths.output_dir = str(rerun)
+    assert recipe.model.teacher.name_or_path == recipe.data.tokenizer == recipe.model.teacher.tokenizer == str(moved)
     assert (rerun / "checkpoints" / "last.ckpt").is_file()
     assert sorted(p.name for p in (rerun / "architectures").iterdir()) == sorted(
         p.name for p in (run / "architectures").iterdir())

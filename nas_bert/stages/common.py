@@ -1,4 +1,4 @@
-"""What every stage does around its Trainer: instantiate callbacks and loggers, save the config."""
+"""What every stage does around its Trainer: start the run (checks, recipe), instantiate callbacks and loggers."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from nas_bert.hub import check_push_settings, push_model
+from nas_bert.stages.recipe import check_local_inputs, save_recipe
 from nas_bert.stages.upgrade import upgrade_config
 from nas_bert.utils.cuda import use_tensor_cores
 
 log = logging.getLogger(__name__)
 
-RESOLVED_CONFIG = "config.yaml"
 WANDB_RUN_ID = "wandb_run_id"  # in the run folder: the W&B run a resumed job continues
 
 
@@ -47,30 +47,6 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     return [build(node) for node in group.values() if node is not None and "_target_" in node]
 
 
-def save_resolved_config(cfg: DictConfig, *dirs: str | Path) -> list[Path]:
-    """Write the fully resolved config (the run's recipe) into each directory.
-
-    Everything is resolved except the run folder: paths below it keep `${paths.output_dir}`,
-    so re-running the recipe (`--config-path <run dir> --config-name config`) writes a new run.
-    """
-    sentinel = "NAS_BERT_OUTPUT_DIR_PLACEHOLDER"
-    recipe = cfg.copy()
-    has_output_dir = "paths" in recipe and "output_dir" in recipe.paths
-    if has_output_dir:
-        recipe.paths.output_dir = sentinel
-    text = OmegaConf.to_yaml(OmegaConf.to_container(recipe, resolve=True))
-    if has_output_dir:
-        text = text.replace(f"output_dir: {sentinel}", "output_dir: ${hydra:runtime.output_dir}")
-        text = text.replace(sentinel, "${paths.output_dir}")
-    written = []
-    for d in dirs:
-        path = Path(d) / RESOLVED_CONFIG
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        written.append(path)
-    return written
-
-
 class AcceleratorError(RuntimeError):
     """The trainer config asks for a device this machine does not have."""
 
@@ -89,14 +65,15 @@ def check_accelerator(trainer: DictConfig | None) -> None:
 
 
 def start_run(cfg: DictConfig) -> Path:
-    """Check the device, upgrade a recipe of an older nas-bert, seed everything and write the recipe; returns the
-    run's folder."""
+    """Check the device, upgrade a recipe of an older nas-bert, check its local inputs, seed everything and write
+    the recipe; returns the run's folder."""
     check_accelerator(cfg.get("trainer"))
     check_push_settings(cfg.get("export"))
     upgrade_config(cfg)
+    check_local_inputs(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    save_resolved_config(cfg, output_dir, output_dir / "checkpoints")
+    save_recipe(cfg, output_dir, output_dir / "checkpoints")
     return output_dir
 
 

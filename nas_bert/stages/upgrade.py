@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
-RENAMED_KEYS = {  # nas-bert 0.1 -> 0.2: one name per idea in every DataModule
+RENAMED_KEYS = {  # renamed after nas-bert 0.1: one name per idea in every DataModule
     "seq_len": "max_seq_length", "max_train_sequences": "max_train_samples", "max_val_sequences": "max_eval_samples"}
-RENAMED_TARGETS = {"nas_bert.teacher.Teacher": "nas_bert.teacher.FrozenTeacher"}  # nas-bert 0.1 -> 0.2
+RENAMED_TARGETS = {"nas_bert.teacher.Teacher": "nas_bert.teacher.FrozenTeacher"}  # renamed after nas-bert 0.1
 
 
 def upgrade_targets(node: Any) -> None:
@@ -40,10 +40,29 @@ def upgrade_objective(cfg: DictConfig) -> None:
     log.warning("config from nas-bert 0.1: model.objective=%s (the loss it was saved with)", model.objective)
 
 
+LINKED_GROUPS = ("teacher", "space")  # `model.<group>` is `${<group>}` in every config that has it
+
+
+def relink_copies(cfg: DictConfig) -> None:
+    """A recipe saved fully resolved (nas-bert 0.1) holds `model.teacher` and `model.space` as copies of `teacher`
+    and `space`, which an override of `teacher.*` would not reach: they become links again (`${teacher}`)."""
+    model = cfg.get("model")
+    for group in LINKED_GROUPS:
+        if not isinstance(model, DictConfig) or group not in model or group not in cfg:
+            continue
+        copy, source = model._get_node(group), cfg._get_node(group)
+        if OmegaConf.is_interpolation(model, group) or not isinstance(copy, DictConfig):
+            continue
+        if copy.get("_target_") == source.get("_target_"):
+            model[group] = f"${{{group}}}"
+            log.warning("config from nas-bert 0.1: model.%s was a resolved copy of %s; linked to it", group, group)
+
+
 def upgrade_config(cfg: DictConfig) -> DictConfig:
-    """`cfg` with 0.1's classes and `data` keys renamed (`RENAMED_TARGETS`, `RENAMED_KEYS`) and its pre-training
-    objective made explicit, in place."""
+    """`cfg` with 0.1's classes and `data` keys renamed (`RENAMED_TARGETS`, `RENAMED_KEYS`), its copies of the
+    teacher and space linked to their groups, and its pre-training objective made explicit, in place."""
     upgrade_targets(cfg)
+    relink_copies(cfg)
     upgrade_objective(cfg)
     data = cfg.get("data")
     old = [key for key in RENAMED_KEYS if data is not None and key in data]
