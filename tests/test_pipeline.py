@@ -70,7 +70,10 @@ def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_tea
     again = compose_config("search", pipe, "+pipeline=cpu_demo", "logger=csv", "pipeline.seeds=[0,1,2]",
                            *pipeline_args(tmp_path, tiny_teacher_dir, "debug=fast"))
     with caplog.at_level(logging.INFO):
-        run_pipeline(again)
+        report = run_pipeline(again)
+    assert set(report) == {"pipeline/teacher/avg", "pipeline/nas-bert-debug_40pct/avg"}  # a one-task study's average
+    assert report["pipeline/teacher/avg"] == pytest.approx(float(rows["teacher"]["score"]))
+    assert "average over rte;" in (pipe / "summary.md").read_text()
     assert sum("skipped" in r.getMessage() for r in caplog.records) == 6  # search, pre-training, 4 fine-tunings
     assert len(list(csv.DictReader(open(pipe / "logs" / "step_times.csv")))) == 6  # skipped steps add no time
     assert any("latencies read from" in r.getMessage() for r in caplog.records)  # measured once per run folder
@@ -162,6 +165,18 @@ def test_bad_study_settings_fail_before_any_step(tmp_path, monkeypatch):
                          "pipeline.corpus=" + overrides("data/corpus=local_text", "data.train_files=/no/such/*.txt"))
     with pytest.raises(PipelineError, match=r"/no/such/\*\.txt.*pipeline.corpus"):
         run_pipeline(cfg)
+    for setting, key in [("pipeline.student=" + overrides("model.optimizer.lr=1e-4", "trainer.max_epochz=3"),
+                          "pipeline.student"),
+                         ("pipeline.task_overrides={sst2: " + overrides("data/glue=lcal") + "}",
+                          "pipeline.task_overrides.sst2"),
+                         ("pipeline.glue_tasks=[rte,stsbb]", "pipeline.glue_tasks")]:
+        cfg = compose_config("search", tmp_path, "+pipeline=cpu_study", setting)  # the last steps' settings
+        with pytest.raises(PipelineError, match=key.replace(".", r"\.") + ":") as error:
+            run_pipeline(cfg)
+        assert "max_epochz" in str(error.value) or "lcal" in str(error.value) or "stsbb" in str(error.value)
+    for name in ("cpu_demo", "cpu_study"):  # the shipped pipelines compose, quantization steps included
+        cfg = compose_config("search", tmp_path, f"+pipeline={name}", "pipeline.quantization.roles=[searched]")
+        pipeline.check_step_overrides(cfg, Path(cfg.paths.root_dir), tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = compose_config("search", tmp_path, "+pipeline=cpu_study", "pipeline.corpus=[]",
                          "pipeline.common=" + overrides("trainer=gpu"))

@@ -11,17 +11,20 @@ import pytest
 
 from nas_bert.stages.study_report import (
     STUDY_COLUMNS,
-    TASKS,
     goals,
     log_report,
     model_summary,
     read_study_csv,
+    record_tasks,
+    summary_columns,
     summary_markdown,
     write_study_csv,
     write_summary,
 )
 
-TEACHER = dict(zip(TASKS, (70.0, 88.0, 88.0, 58.0, 93.0)))  # avg 79.4
+TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")  # in GLUE's order, as the report orders them
+TEACHER = dict(zip(TASKS, (58.0, 93.0, 88.0, 88.0, 70.0)))  # avg 79.4
+TARGETS = {"1/4": 85.0, "1/10": 75.0}
 SEEDS = (0, 1, 2)
 # (model, role, budget, offset from the teacher): 1/4 searched at ~89.9% beats both baselines; 1/10 searched at
 # ~72.3% misses 75% and loses to its equal-latency baseline by ~1 point.
@@ -61,7 +64,7 @@ def test_csv_columns_rows_order_and_round_trip(tmp_path):
     assert tuple(rows[0]) == STUDY_COLUMNS and len(rows) == 1 + 7 * 5 * 3
     body = rows[1:]
     assert [r[0] for r in body[:15]] == ["bert-base"] * 15 and body[0][2] == "" and body[0][9] == ""
-    assert [(r[6], r[7]) for r in body[:4]] == [("rte", "0"), ("rte", "1"), ("rte", "2"), ("mrpc", "0")]
+    assert [(r[6], r[7]) for r in body[:4]] == [("cola", "0"), ("cola", "1"), ("cola", "2"), ("sst2", "0")]
     assert [r[6] for r in body[:15:3]] == list(TASKS)
     models = list(dict.fromkeys(r[0] for r in body))
     assert models == [m[0] for m in MODELS]  # budget 1/4 before 1/10, roles in order
@@ -90,7 +93,7 @@ def test_model_summary_matches_numpy():
 def test_goals_met_and_missed():
     records, arrays = make_records()
     avg = {m: a.mean(axis=1).mean() for m, a in arrays.items()}
-    g = {row["budget"]: row for row in goals(records)}
+    g = {row["budget"]: row for row in goals(records, TARGETS)}
     assert list(g) == ["1/4", "1/10"]
     quarter, tenth = g["1/4"], g["1/10"]
     assert quarter["evaluable"] and quarter["searched"] == "nas-1/4" and quarter["meets_target"] is True
@@ -135,7 +138,7 @@ def test_edge_cases(tmp_path):
 
 def test_write_summary_markdown_and_plots(tmp_path):
     records, _ = make_records()
-    paths = write_summary(tmp_path / "report", records)
+    paths = write_summary(tmp_path / "report", records, TARGETS)
     assert set(paths) == {"csv", "markdown", "score_vs_latency", "task_scores"}
     assert len(read_study_csv(paths["csv"])) == len(records)
     text = paths["markdown"].read_text()
@@ -143,6 +146,25 @@ def test_write_summary_markdown_and_plots(tmp_path):
     for key in ("score_vs_latency", "task_scores"):
         data = paths[key].read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 400_000
+
+
+def test_the_report_follows_the_tasks_it_is_given(tmp_path):
+    records, arrays = make_records()
+    squad = [dict(r, task="squad_v1", score=r["score"] - 5) for r in records if r["task"] == "rte"]
+    assert record_tasks(records + squad) == (*TASKS, "squad_v1")  # GLUE's order, then the rest
+    rows = by_model(model_summary(records + squad))
+    assert rows["nas-1/4"]["squad_v1"] == pytest.approx(arrays["nas-1/4"][:, 4].mean() - 5)
+    assert rows["nas-1/4"]["avg"] == pytest.approx((arrays["nas-1/4"].sum(axis=1) + arrays["nas-1/4"][:, 4] - 5).mean()
+                                                   / 6)
+    assert "squad_v1" in summary_columns(record_tasks(records + squad))
+    one = by_model(model_summary(records + squad, ["rte"]))  # a one-task study: its average is that task
+    assert set(one["nas-1/4"]) == set(summary_columns(["rte"])) and "cola" not in one["nas-1/4"]
+    assert one["nas-1/4"]["avg"] == pytest.approx(arrays["nas-1/4"][:, 4].mean()) and one["nas-1/4"]["seeds"] == 3
+    paths = write_summary(tmp_path / "one", records + squad, tasks=["rte", "squad_v1"])
+    text = paths["markdown"].read_text()
+    assert "average over rte, squad_v1" in text and "SQuAD F1" in text and "| cola" not in text
+    assert "no target" in text  # no goals set: no budget is judged against one
+    assert paths["score_vs_latency"].stat().st_size > 5_000
 
 
 class FakeWandb:
@@ -195,6 +217,6 @@ def test_the_quantization_report_sets_every_form_beside_fp32(tmp_path):
     table = write_quantization_report(folder).read_text().splitlines()
     cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[4:]]
     assert [row[1] for row in cells] == ["fp32", "int8_torch", "w4a8_qat"]
-    assert cells[0][2:6] == ["60.50", "80.50", "70.50 ± 0.71", ""]  # seeds 0 and 1: 70 and 71; no change from itself
+    assert cells[0][2:6] == ["80.50", "60.50", "70.50 ± 0.71", ""]  # mrpc, rte (GLUE order); seeds 0, 1: 70 and 71
     assert [row[5] for row in cells[1:]] == ["-1.00", "-2.00"]
     assert (folder / "summary.csv").read_text().count("\n") == 13

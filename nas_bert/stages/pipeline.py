@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -101,8 +101,8 @@ def unfinished(steps: list[Step]) -> list[Step]:
 
 
 @contextmanager
-def composed(root: Path, config: str, overrides: list[str]) -> Iterator[DictConfig]:
-    """`config` composed from `<root>/conf` with `overrides`, as its entry point would; the Hydra state of the
+def composer(root: Path) -> Iterator[Callable[[str, list[str]], DictConfig]]:
+    """compose(config, overrides) over `<root>/conf`, as the entry points compose; the Hydra state of the
     pipeline's own run is restored afterwards."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -111,20 +111,31 @@ def composed(root: Path, config: str, overrides: list[str]) -> Iterator[DictConf
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
-            cfg = compose(config, overrides=overrides)
-        yield cfg
+            yield lambda config, overrides: compose(config, overrides=overrides)
     finally:
         GlobalHydra.instance().clear()
         if state is not None:
             GlobalHydra.instance().initialize(state)
 
 
+@contextmanager
+def composed(root: Path, config: str, overrides: list[str]) -> Iterator[DictConfig]:
+    """`config` composed from `<root>/conf` with `overrides`, as its entry point would."""
+    with composer(root) as compose:
+        yield compose(config, overrides)
+
+
+def in_process_overrides(step: Step) -> tuple[str, list[str]]:
+    """(run folder, overrides) of `step` composed here: its `hydra.*` overrides dropped, the folder as paths.output_dir."""
+    run_dir = next(o.split("=", 1)[1] for o in step.overrides if o.startswith("hydra.run.dir="))
+    return run_dir, [o for o in step.overrides if not o.startswith("hydra.")] + [f"paths.output_dir={run_dir}"]
+
+
 def run_in_process(step: Step, root: Path, log_file: Path) -> int:
     """Compose the step's config as its entry point would and call its stage function here; 0 or 1."""
     from nas_bert.stages import STAGES
 
-    run_dir = next(o.split("=", 1)[1] for o in step.overrides if o.startswith("hydra.run.dir="))
-    overrides = [o for o in step.overrides if not o.startswith("hydra.")] + [f"paths.output_dir={run_dir}"]
+    run_dir, overrides = in_process_overrides(step)
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -319,8 +330,64 @@ def choose_baseline(cfg: DictConfig, arch: Any, kind: str) -> dict[str, Any]:
             "latency_ms": found.latency_ms, "target_latency_ms": target}
 
 
-def check_settings(cfg: DictConfig, root: Path) -> None:
-    """What can be checked before any step runs: the seeds, the device, and the corpus files the steps will read."""
+OVERRIDE_LISTS = ("common", "corpus", "search", "pretrain", "glue", "squad", "finetune", "teacher", "student")
+
+
+def override_lists(p: DictConfig) -> dict[str, list[str]]:
+    """Every `pipeline.*` list of overrides, by its key."""
+    lists = {key: list(p.get(key) or []) for key in OVERRIDE_LISTS}
+    lists |= {f"task_overrides.{task}": list(items) for task, items in (p.get("task_overrides") or {}).items()}
+    if p.get("quantization"):
+        lists["quantization.qat"] = list(p.quantization.get("qat") or [])
+    return lists
+
+
+def planned_steps(cfg: DictConfig, out: Path) -> list[Step]:
+    """One step of every kind the pipeline runs (search, pre-training, each task's teacher and student fine-tuning,
+    quantization), built by the same functions as the run, with a stand-in student (the real ones come from the
+    search)."""
+    from nas_bert.modeling.students import uniform_arch
+
+    p = cfg.pipeline
+    student = Model("student", "searched", "budget", str(out / "pretrain" / "student" / "model"),
+                    uniform_arch(2, int(cfg.space.head_dim), 1))
+    teacher, tasks = teacher_model(cfg), [*p.glue_tasks, *(["squad"] if p.get("squad") else [])]
+    steps = [search_step(cfg, out), pretrain_step(cfg, out, student)]
+    for task in tasks:
+        steps += [finetune_step(cfg, out, teacher, task, p.teacher_seed, None),
+                  finetune_step(cfg, out, student, task, p.seeds[0], out / "teacher")]
+    if (p.get("quantization") or {}).get("roles") and p.glue_tasks:
+        task = p.glue_tasks[0]
+        fp32 = finetune_step(cfg, out, student, task, p.seeds[0], out / "teacher")
+        steps += quantization_steps(cfg, out, student, task, p.seeds[0], fp32)
+    return steps
+
+
+def check_step_overrides(cfg: DictConfig, root: Path, out: Path) -> None:
+    """Compose every kind of step the pipeline will run, so that a misspelt key or config choice in any `pipeline.*`
+    list fails now, naming the list, rather than when its step comes."""
+    from nas_bert.data.glue import get_glue_task
+
+    for task in cfg.pipeline.glue_tasks:
+        try:
+            get_glue_task(task)
+        except ValueError as error:
+            raise PipelineError(f"pipeline.glue_tasks: {error}") from None
+    lists = override_lists(cfg.pipeline)
+    with composer(root) as compose:
+        for step in planned_steps(cfg, out):
+            try:
+                compose(step.config, in_process_overrides(step)[1])
+            except Exception as error:  # Hydra's composition errors have no common base class
+                named = [f"pipeline.{key}" for key, items in lists.items()
+                         if any(o.split("=", 1)[0].lstrip("+~") in str(error) for o in items)]
+                raise PipelineError(f"{' / '.join(named) or 'pipeline'}: the {step.name} step's overrides do not "
+                                    f"compose: {error}\nfix that list and run the same command again") from None
+
+
+def check_settings(cfg: DictConfig, root: Path, out: Path) -> None:
+    """What can be checked before any step runs: the seeds, every step's overrides, the device, and the corpus
+    files the steps will read."""
     import glob
 
     from nas_bert.stages.common import check_accelerator
@@ -332,6 +399,7 @@ def check_settings(cfg: DictConfig, root: Path) -> None:
     if extra:
         raise PipelineError(f"pipeline.quantization.seeds has {sorted(extra)}, which pipeline.seeds={list(p.seeds)} "
                             f"does not fine-tune: quantization starts from those models; pick among them (or null)")
+    check_step_overrides(cfg, root, out)
     with composed(root, "train", ["paths.output_dir=.", *p.common, *p.corpus]) as train:  # as its steps compose it
         files = train.data.get("train_files")
         check_accelerator(train.trainer)
@@ -343,14 +411,15 @@ def check_settings(cfg: DictConfig, root: Path) -> None:
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, float]:
-    """Every step in order (skipping finished ones), then the report; returns each model's GLUE average."""
+    """Every step in order (skipping finished ones), then the report; returns each model's average over the tasks
+    (`pipeline/<model>/avg`)."""
     out = Path(cfg.paths.output_dir)
     root = Path(cfg.paths.root_dir)
     logs = out / "logs"
     OmegaConf.save(cfg, out / "pipeline.yaml", resolve=True)
     cfg = cfg.copy()
     cfg.pipeline = step_settings(cfg)
-    check_settings(cfg, root)
+    check_settings(cfg, root, out)
     p = cfg.pipeline
     run = partial(run_step, root=root, log_dir=logs, in_process=bool(p.get("in_process")))
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from nas_bert.stages.study import latest_by_seed
-from nas_bert.stages.study_report import TASKS
+from nas_bert.stages.study_report import record_tasks
 from nas_bert.stages.summary import task_score
 
 COLUMNS = ("model", "form", "task", "seed", "score")
@@ -76,8 +76,7 @@ def write_quantization_report(folder: Path) -> Path:
         writer.writeheader()
         writer.writerows({c: r[c] for c in COLUMNS} for r in records)
     rows = form_rows(records)
-    present = {r["task"] for r in records}
-    tasks = [t for t in TASKS if t in present] + sorted(present - set(TASKS))
+    tasks = record_tasks(records)
     header = ["model", "form", *tasks, "avg ± std", "change from fp32", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:

@@ -91,16 +91,27 @@ def study_records(models: list[Any], results: dict[tuple[str, str, int], dict], 
     return records
 
 
+def report_tasks(pipeline: DictConfig, results: dict[tuple[str, str, int], dict]) -> tuple[str, ...]:
+    """The tasks the pipeline ran, as its results name them: `pipeline.glue_tasks`, then SQuAD (`squad_v1`)."""
+    from nas_bert.data.glue import get_glue_task
+
+    squad = sorted({task for _, task, _ in results if task.startswith("squad")}) if pipeline.get("squad") else []
+    return (*(get_glue_task(t).name for t in pipeline.glue_tasks), *squad)
+
+
 def write_report(cfg: DictConfig, out: Path, models: list[Any]) -> dict[str, float]:
-    """The report of every model with results; returns {"pipeline/<model>/glue_avg": mean over seeds}."""
+    """The report of every model with results on the pipeline's tasks; returns {"pipeline/<model>/avg": its
+    average over those tasks, mean over seeds}."""
     lat = cfg.pipeline.latency
     results = latest_by_seed(out / "finetune" / "results.jsonl")
+    tasks = report_tasks(cfg.pipeline, results)
+    results = {key: result for key, result in results.items() if key[1] in tasks}  # not an earlier setting's tasks
     trained = [m for m in models if any(name == m.name for name, _, _ in results)]
     latency = study_latency_ms(out / "latency.json", {m.name: m.path for m in trained}, lat)
     flops = {m.name: encoder_flops_of(m, lat.seq_len) for m in trained}
     records = study_records(models, results, latency, flops)
-    paths = write_summary(out, records, dict(cfg.pipeline.get("goals") or {}), time_by_part(out / "logs"))
-    rows = model_summary(records)
+    paths = write_summary(out, records, dict(cfg.pipeline.get("goals") or {}), time_by_part(out / "logs"), tasks)
+    rows = model_summary(records, tasks)
     print(paths["markdown"].read_text())
     loggers = instantiate_group(cfg.get("logger"))
     for logger in loggers:
@@ -111,4 +122,4 @@ def write_report(cfg: DictConfig, out: Path, models: list[Any]) -> dict[str, flo
 
         wandb.finish()
     log.info("pipeline report: %s", paths["markdown"])
-    return {f"pipeline/{r['model']}/glue_avg": r["avg"] for r in rows if r.get("avg") is not None}
+    return {f"pipeline/{r['model']}/avg": r["avg"] for r in rows if r["avg"] is not None}

@@ -1,11 +1,13 @@
 """The report of a compression study: a teacher and, per budget, the searched student and two uniform BERT
-baselines (closest in parameters, in measured latency), fine-tuned on five GLUE tasks with several seeds.
+baselines (closest in parameters, in measured latency), fine-tuned on the pipeline's tasks with several seeds.
 
-Pure functions over records (one per model, task, seed; keys STUDY_COLUMNS). A summary row is one (model, role,
-budget), so one uniform BERT may serve as both baselines or in both budgets. Non-finite scores (diverged runs)
-stay in the CSV but out of every statistic: a task's mean/std uses its finite seeds, the 5-task average only the
-seeds finite on every task (tasks averaged per seed, then mean/std across seeds, ddof=1, 0 for one seed); `issues`
-and the markdown name what was left out. A model missing a task, or with no complete seed, gets no average.
+Pure functions over records (one per model, task, seed; keys STUDY_COLUMNS). The tasks reported are those the
+pipeline ran (`tasks`: `pipeline.glue_tasks`, then SQuAD), or by default every task in the records, in GLUE's
+order and then by name. A summary row is one (model, role, budget), so one uniform BERT may serve as both
+baselines or in both budgets. Non-finite scores (diverged runs) stay in the CSV but out of every statistic: a
+task's mean/std uses its finite seeds, the average over the tasks only the seeds finite on every task (tasks
+averaged per seed, then mean/std across seeds, ddof=1, 0 for one seed); `issues` and the markdown name what was
+left out. A model missing a task, or with no complete seed, gets no average.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -25,16 +26,11 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
 from nas_bert.stages.step_times import PartTime
-from nas_bert.stages.summary import markdown
+from nas_bert.stages.summary import GLUE_ORDER, markdown
 
-TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
 ROLES = ("teacher", "searched", "equal_params", "equal_latency")
 BASELINES = ("equal_params", "equal_latency")
 STUDY_COLUMNS = ("model", "role", "budget", "params", "flops", "latency_ms", "task", "seed", "score", "loyalty")
-SUMMARY_COLUMNS = ("model", "role", "budget", "params", "flops", "latency_ms",
-                   *(k for t in TASKS for k in (t, f"{t}_std")), "avg", "avg_std", "seeds", "pct_of_teacher",
-                   "loyalty", "issues")
-DEFAULT_TARGETS: Mapping[str, float] = MappingProxyType({"1/4": 85.0, "1/10": 75.0})
 MARKERS = {"teacher": "*", "searched": "o", "equal_params": "s", "equal_latency": "^"}
 _PARSE = {"model": str, "role": str, "budget": lambda s: s or None, "params": int, "flops": int,
           "latency_ms": float, "task": str, "seed": int, "score": float,
@@ -60,9 +56,24 @@ def _budget_key(budget: str | None) -> tuple[int, float, str]:
         return (2, 0.0, budget)
 
 
+def _task_key(task: str) -> tuple[int, str]:
+    """GLUE tasks in GLUE's order, then the others (SQuAD) by name."""
+    return (GLUE_ORDER.index(task), "") if task in GLUE_ORDER else (len(GLUE_ORDER), task)
+
+
+def record_tasks(records: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """Every task in the records, in report order."""
+    return tuple(sorted({r["task"] for r in records}, key=_task_key))
+
+
+def summary_columns(tasks: Sequence[str]) -> tuple[str, ...]:
+    """The keys of a `model_summary` row: a mean and a std per task, then the average over `tasks`."""
+    return ("model", "role", "budget", "params", "flops", "latency_ms", *(k for t in tasks for k in (t, f"{t}_std")),
+            "avg", "avg_std", "seeds", "pct_of_teacher", "loyalty", "issues")
+
+
 def _order(r: dict[str, Any]) -> tuple:
-    task = TASKS.index(r["task"]) if r["task"] in TASKS else len(TASKS)
-    return (_budget_key(r["budget"]), ROLES.index(r["role"]), r["model"], task, r["task"], r["seed"])
+    return (_budget_key(r["budget"]), ROLES.index(r["role"]), r["model"], _task_key(r["task"]), r["seed"])
 
 
 def _cell(value: Any) -> str:
@@ -92,42 +103,45 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return (None, None) if not len(a) else (float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0)
 
 
-def _issues(scores: dict[tuple[str, int], float], seeds: list[int]) -> str:
+def _issues(scores: dict[tuple[str, int], float], seeds: list[int], tasks: Sequence[str]) -> str:
     """What the statistics leave out: (task, seed) runs with a non-finite score or none at all."""
-    return "; ".join(f"{t} seed {s}: {scores.get((t, s), 'no run')}" for t in TASKS
+    return "; ".join(f"{t} seed {s}: {scores.get((t, s), 'no run')}" for t in tasks
                      for s in seeds if not math.isfinite(scores.get((t, s), math.nan)))
 
 
-def _model_row(records: list[dict[str, Any]]) -> dict[str, Any]:
+def _model_row(records: list[dict[str, Any]], tasks: Sequence[str]) -> dict[str, Any]:
     row = {k: records[0][k] for k in ("model", "role", "budget", "params", "flops", "latency_ms")}
     scores = {(r["task"], r["seed"]): r["score"] for r in records}
     seeds = sorted({r["seed"] for r in records})
-    for task in TASKS:
+    for task in tasks:
         finite = [scores[task, s] for s in seeds if math.isfinite(scores.get((task, s), math.nan))]
         row[task], row[f"{task}_std"] = _mean_std(finite)
-    complete = [s for s in seeds if all(math.isfinite(scores.get((t, s), math.nan)) for t in TASKS)]
-    row["avg"], row["avg_std"] = _mean_std([float(np.mean([scores[t, s] for t in TASKS])) for s in complete])
+    complete = [s for s in seeds if all(math.isfinite(scores.get((t, s), math.nan)) for t in tasks)]
+    row["avg"], row["avg_std"] = _mean_std([float(np.mean([scores[t, s] for t in tasks])) for s in complete])
     row["seeds"] = len(complete)
     loyal = [r["loyalty"] for r in records if r["loyalty"] is not None]
     row["loyalty"] = float(np.mean(loyal)) if loyal else None
-    row["issues"] = _issues(scores, seeds)
+    row["issues"] = _issues(scores, seeds, tasks)
     return row
 
 
-def model_summary(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row (SUMMARY_COLUMNS) per (model, role, budget), in report order, with `pct_of_teacher`."""
+def model_summary(records: Sequence[dict[str, Any]], tasks: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """One row (`summary_columns(tasks)`) per (model, role, budget), in report order, with `pct_of_teacher`;
+    records of other tasks are left out."""
     _check(records)
+    tasks = record_tasks(records) if tasks is None else tuple(tasks)
+    records = [r for r in records if r["task"] in tasks]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in sorted(records, key=_order):
         groups.setdefault((r["model"], r["role"], r["budget"]), []).append(r)
-    rows = [_model_row(group) for group in groups.values()]
+    rows = [_model_row(group, tasks) for group in groups.values()]
     teachers = [row for row in rows if row["role"] == "teacher"]
     if len(teachers) > 1:
         raise ValueError(f"study report: more than one teacher: {[t['model'] for t in teachers]}")
     ref = teachers[0]["avg"] if teachers else None
     for row in rows:
         row["pct_of_teacher"] = 100 * row["avg"] / ref if ref and row["avg"] is not None else None
-    return [{c: row[c] for c in SUMMARY_COLUMNS} for row in rows]
+    return [{c: row[c] for c in summary_columns(tasks)} for row in rows]
 
 
 def _goal(budget: str, rows: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
@@ -150,10 +164,13 @@ def _goal(budget: str, rows: list[dict[str, Any]], target: float | None) -> dict
     return goal
 
 
-def goals(records: Sequence[dict[str, Any]], targets: Mapping[str, float] = DEFAULT_TARGETS) -> list[dict[str, Any]]:
-    """Per budget: the searched student's % of teacher, whether it meets the target, whether its mean average is
-    >= each baseline's (`beats_<role>`, `margin_<role>` in points); unknown parts None, `evaluable` False."""
-    rows = [r for r in model_summary(records) if r["role"] != "teacher"]
+def goals(records: Sequence[dict[str, Any]], targets: Mapping[str, float] | None = None,
+          tasks: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Per budget (those of the records and of `targets`, the `pipeline.goals`): the searched student's % of
+    teacher, whether it meets the target, whether its mean average is >= each baseline's (`beats_<role>`,
+    `margin_<role>` in points); unknown parts None, `evaluable` False."""
+    targets = targets or {}
+    rows = [r for r in model_summary(records, tasks) if r["role"] != "teacher"]
     budgets = sorted({r["budget"] for r in rows} | set(targets), key=_budget_key)
     return [_goal(b, [r for r in rows if r["budget"] == b], targets.get(b)) for b in budgets]
 
@@ -167,9 +184,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return markdown(list(rows[0]), rows) if rows else "(nothing to report)\n"
 
 
-def _model_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _model_table(rows: list[dict[str, Any]], tasks: Sequence[str]) -> list[dict[str, Any]]:
     return [{"model": r["model"], "role": r["role"], "budget": r["budget"],
-                      **{t: _pm(r[t], r[f"{t}_std"]) for t in TASKS}, "average": _pm(r["avg"], r["avg_std"]),
+                      **{t: _pm(r[t], r[f"{t}_std"]) for t in tasks}, "average": _pm(r["avg"], r["avg_std"]),
                       "seeds": r["seeds"], "% of teacher": r["pct_of_teacher"], "params (M)": r["params"] / 1e6,
                       "FLOPs (G)": r["flops"] / 1e9, "latency (ms)": float(r["latency_ms"]),
                       "loyalty %": r["loyalty"]} for r in rows]
@@ -194,17 +211,26 @@ def time_markdown(times: Mapping[str, PartTime]) -> str:
                     "wall minutes": round(t.wall_minutes, 1)} for part, t in times.items()])
 
 
-def summary_markdown(records: Sequence[dict[str, Any]], targets: Mapping[str, float] = DEFAULT_TARGETS,
-                     times: Mapping[str, PartTime] | None = None) -> str:
-    """The per-model table (mean ± std over seeds), what it leaves out, the goals table, and (`times`, see
-    `step_times.time_by_part`) the compute time, over every sitting of a resumed run."""
-    rows = model_summary(records)
-    parts = ["## Models (GLUE dev score, mean ± std over seeds)\n", _table(_model_table(rows))]
+def _scale(tasks: Sequence[str]) -> str:
+    """What the scores of `tasks` are: "GLUE x100", "SQuAD F1" or both."""
+    return ", ".join(filter(None, ("GLUE x100" if set(tasks) & set(GLUE_ORDER) else "",
+                                   "SQuAD F1" if any(t.startswith("squad") for t in tasks) else "")))
+
+
+def summary_markdown(records: Sequence[dict[str, Any]], targets: Mapping[str, float] | None = None,
+                     times: Mapping[str, PartTime] | None = None, tasks: Sequence[str] | None = None) -> str:
+    """The per-model table (mean ± std over seeds) of `tasks` (default: every task in the records), what it leaves
+    out, the goals table, and (`times`, see `step_times.time_by_part`) the compute time, over every sitting of a
+    resumed run."""
+    tasks = record_tasks(records) if tasks is None else tuple(tasks)
+    rows = model_summary(records, tasks)
+    title = f"dev score: {_scale(tasks)}; average over {', '.join(tasks)}; mean ± std over seeds"
+    parts = [f"## Models ({title})\n", _table(_model_table(rows, tasks))]
     issues = [f"- {r['model']} ({r['role']}, {r['budget'] or '-'}): {r['issues']}" for r in rows if r["issues"]]
     if issues:
         parts += ["Left out of the statistics:\n", "\n".join(issues) + "\n"]
     parts += ["## Goals (searched student per budget; margins in points)\n",
-              _table(_goal_table(goals(records, targets)))]
+              _table(_goal_table(goals(records, targets, tasks)))]
     if times:
         parts += ["## Compute time (over every sitting of a resumed run)\n", time_markdown(times)]
     return "\n".join(parts)
@@ -224,9 +250,12 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def plot_score_vs_latency(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """5-task average (error bars: std over seeds) against measured latency; marker = role, colour = budget."""
-    rows = [r for r in model_summary(records) if r["avg"] is not None]
+def plot_score_vs_latency(records: Sequence[dict[str, Any]], path: str | Path,
+                          tasks: Sequence[str] | None = None) -> Path:
+    """The average over `tasks` (error bars: std over seeds) against measured latency; marker = role, colour =
+    budget."""
+    tasks = record_tasks(records) if tasks is None else tuple(tasks)
+    rows = [r for r in model_summary(records, tasks) if r["avg"] is not None]
     budgets = sorted({r["budget"] for r in rows if r["budget"] is not None}, key=_budget_key)
     colours = {None: "black"} | {b: f"C{i}" for i, b in enumerate(budgets)}
     fig, ax = _axes()
@@ -243,47 +272,47 @@ def plot_score_vs_latency(records: Sequence[dict[str, Any]], path: str | Path) -
                       linestyle="none", label=role.replace("_", " ")) for role in roles]
     handles += [Line2D([], [], marker="s", color=colours[b], linestyle="none", label=f"budget {b}") for b in budgets]
     ax.legend(handles=handles, fontsize=8, loc="best")
-    ax.set(xlabel="measured latency (ms, log scale)", ylabel="GLUE average over 5 tasks (dev)",
+    ax.set(xlabel="measured latency (ms, log scale)", ylabel=f"average over {len(tasks)} task(s) (dev)",
            title="Score vs latency (error bars: std over seeds)")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
-def plot_task_bars(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
+def plot_task_bars(records: Sequence[dict[str, Any]], path: str | Path, tasks: Sequence[str] | None = None) -> Path:
     """Grouped bars per task and for the average, one bar per model, error bars = std over seeds."""
-    rows = model_summary(records)
-    keys, x, width = (*TASKS, "avg"), np.arange(len(TASKS) + 1), 0.8 / len(rows)
+    tasks = record_tasks(records) if tasks is None else tuple(tasks)
+    rows = model_summary(records, tasks)
+    keys, x, width = (*tasks, "avg"), np.arange(len(tasks) + 1), 0.8 / len(rows)
     fig, ax = _axes()
     for i, r in enumerate(rows):
         label = f"{r['model']} ({', '.join(filter(None, (r['budget'], r['role'].replace('_', ' '))))})"
         ax.bar(x - 0.4 + (i + 0.5) * width, [math.nan if r[k] is None else r[k] for k in keys], width, label=label,
                yerr=[r[f"{k}_std"] or 0.0 for k in keys], capsize=2, error_kw={"elinewidth": 0.8})
-    ax.set_xticks(x, [*TASKS, "average"])
-    ax.set(ylabel="GLUE dev score", title="Scores per task (error bars: std over seeds)")
+    ax.set_xticks(x, [*tasks, "average"])
+    ax.set(ylabel=f"dev score ({_scale(tasks)})", title="Scores per task (error bars: std over seeds)")
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.07))
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
 
-def write_summary(out_dir: str | Path, records: Sequence[dict[str, Any]],
-                  targets: Mapping[str, float] = DEFAULT_TARGETS,
-                  times: Mapping[str, PartTime] | None = None) -> dict[str, Path]:
+def write_summary(out_dir: str | Path, records: Sequence[dict[str, Any]], targets: Mapping[str, float] | None = None,
+                  times: Mapping[str, PartTime] | None = None, tasks: Sequence[str] | None = None) -> dict[str, Path]:
     """`summary.csv` (per record), `summary.md` (with the compute time `times`, see `summary_markdown`),
-    `score_vs_latency.png`, `task_scores.png` in `out_dir`."""
+    `score_vs_latency.png`, `task_scores.png` in `out_dir`, over `tasks` (default: every task in the records)."""
     out = Path(out_dir)
     paths = {"csv": write_study_csv(out / "summary.csv", records), "markdown": out / "summary.md",
-             "score_vs_latency": plot_score_vs_latency(records, out / "score_vs_latency.png"),
-             "task_scores": plot_task_bars(records, out / "task_scores.png")}
-    paths["markdown"].write_text(summary_markdown(records, targets, times))
+             "score_vs_latency": plot_score_vs_latency(records, out / "score_vs_latency.png", tasks),
+             "task_scores": plot_task_bars(records, out / "task_scores.png", tasks)}
+    paths["markdown"].write_text(summary_markdown(records, targets, times, tasks))
     return paths
 
 
 def log_report(loggers: Iterable[Any], paths: Mapping[str, Path], rows: Sequence[dict[str, Any]]) -> None:
     """Both plots as images (loggers with `log_image`), the model_summary rows as `study/summary` (`log_table`)."""
+    columns = list(rows[0]) if rows else []
     for logger in loggers:
         if hasattr(logger, "log_image"):
             logger.log_image(key="study/score_vs_latency", images=[str(paths["score_vs_latency"])])
             logger.log_image(key="study/task_scores", images=[str(paths["task_scores"])])
         if hasattr(logger, "log_table"):
-            logger.log_table(key="study/summary", columns=list(SUMMARY_COLUMNS),
-                             data=[[r[c] for c in SUMMARY_COLUMNS] for r in rows])
+            logger.log_table(key="study/summary", columns=columns, data=[[r[c] for c in columns] for r in rows])
