@@ -14,8 +14,10 @@ from omegaconf import DictConfig
 
 from nas_bert import register_resolvers
 from nas_bert.stages import STAGES
+from nas_bert.utils.dependency_warnings import quiet_dependency_warnings
 
 register_resolvers()  # ${package_dir:...} and ${sweep_name:...} in conf/
+quiet_dependency_warnings()  # torchdata's and Lightning's deprecations of torch APIs (nas_bert/utils)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

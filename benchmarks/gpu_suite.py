@@ -240,7 +240,8 @@ class Suite:
         student = build_student(self.student_arch(), self.sizes.vocab, head_dim=load_space(self.sizes.space).head_dim)
         masker = TokenMasker(mask_token_id=103, vocab_size=self.sizes.vocab, special_token_ids=(0, 101, 102))
         teacher = FrozenTeacher(str(self.teacher_dir()), loader=load_masked_lm)
-        module = PretrainDistillation(student, teacher, optimizer=torch.optim.AdamW, masker=masker)
+        module = PretrainDistillation(student, teacher, optimizer=torch.optim.AdamW, objective="prediction",
+                                      masker=masker)
         module.to(self.device).train()
         teacher.to(self.device)
         batch = random_batch(self.sizes, self.device)

@@ -67,7 +67,8 @@ def pretrain_step(args: argparse.Namespace, device: torch.device) -> Callable[[d
     student = build_student(uniform_arch(args.student_layers, args.student_hidden, 1), teacher.config.vocab_size,
                             head_dim=32)
     masker = TokenMasker(mask_token_id=103, vocab_size=teacher.config.vocab_size, special_token_ids=(0, 101, 102))
-    module = PretrainDistillation(student, teacher, optimizer=torch.optim.AdamW, masker=masker).to(device).train()
+    module = PretrainDistillation(student, teacher, optimizer=torch.optim.AdamW, objective="prediction",
+                                  masker=masker).to(device).train()
     teacher.to(device)
     optimizer = torch.optim.AdamW(weight_decay_groups(module), lr=1e-4)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas_bert.arch import IDENTITY, Arch
+from nas_bert.arch import IDENTITY, MHA, Arch
 from nas_bert.ops import build_op, build_projection, init_weights
 from nas_bert.space import op_flops, op_params, projection_flops, projection_params
 
@@ -99,3 +99,9 @@ def encoder_flops(arch: Arch, seq_len: int = 128, ffn_ratio: int = 4) -> int:
         total += sum(op_flops(op, block.hidden, seq_len, ffn_ratio) for op in block.ops)
         width = block.hidden
     return total
+
+
+def bert_flops(hidden: int, layers: int, intermediate: int, seq_len: int = 128) -> int:
+    """Matmul FLOPs of one sequence through a BERT encoder (a teacher), counted as `encoder_flops` counts: per layer
+    the attention's projections and scores (`op_flops(MHA)`) and the H -> intermediate -> H feed-forward."""
+    return layers * (op_flops(MHA, hidden, seq_len) + 4 * seq_len * hidden * intermediate)

@@ -88,3 +88,7 @@ def test_an_old_pretraining_recipe_keeps_its_loss():
     assert objective(intermediate={"hidden_weight": 1.0}) == "both"
     assert objective(intermediate={"hidden_weight": 0.0}) == "prediction" and objective() == "prediction"
     assert objective(objective="representation") == "representation"  # a new recipe is left alone
+    old = OmegaConf.create({"model": {"_target_": "nas_bert.lit.PretrainDistillation",
+                                      "intermediate": {"hidden_weight": 1.0}}})
+    intermediate = upgrade_config(old).model.intermediate  # 0.1's hidden term, not today's defaults
+    assert intermediate.hidden_loss == "mse" and intermediate.embedding_weight == 0.0

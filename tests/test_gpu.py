@@ -88,7 +88,8 @@ def pretrain(teacher_dir: Path, **kwargs) -> PretrainDistillation:
     student = build_student(uniform_arch(2, 32, 1), vocab_size=VOCAB, max_positions=128, head_dim=16)
     masker = TokenMasker(mask_token_id=103, vocab_size=VOCAB, special_token_ids=(0, 101, 102))
     return PretrainDistillation(student, FrozenTeacher(str(teacher_dir), loader=load_masked_lm),
-                                optimizer=partial(torch.optim.AdamW, lr=1e-3), masker=masker, **kwargs)
+                                optimizer=partial(torch.optim.AdamW, lr=1e-3), masker=masker,
+                                objective="prediction", **kwargs)
 
 
 def tiny_bert(cls, **config):

@@ -104,8 +104,9 @@ def test_teacher_layers_are_spread_over_each_block():
 ])
 def test_terms_are_logged_and_trained(weights, teacher):
     student = build_student(ARCH, vocab_size=100, max_positions=64, head_dim=16)
+    terms = {"hidden_weight": 0.0, "embedding_weight": 0.0, "hidden_loss": "mse", **weights}  # these terms alone
     module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.Adam, lr=3e-3), objective="both",
-                                  intermediate=weights)
+                                  intermediate=terms)
     optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
     assert {id(p) for p in module.intermediate.parameters()} <= {id(p) for p in module.parameters()}
     first = None
@@ -126,12 +127,12 @@ def test_terms_are_logged_and_trained(weights, teacher):
     assert last["loss"] == pytest.approx(0.5 * last["mlm"] + 0.5 * last["kd"] + last["intermediate"], rel=1e-5)
 
 
-def test_off_by_default_and_hooks_are_removed(teacher):
+def test_off_by_default_for_the_prediction_objective_and_hooks_are_removed(teacher):
     student = build_student(ARCH, vocab_size=100, max_positions=64, head_dim=16)
-    module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.Adam, lr=1e-3))
+    module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.Adam, lr=1e-3), objective="prediction")
     assert module.intermediate is None and set(module.losses(batch())) == {"loss", "mlm", "kd"}
     module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.Adam, lr=1e-3),
-                                  intermediate={"minilm_weight": 1.0})
+                                  objective="prediction", intermediate={"minilm_weight": 1.0})
     hooks = lambda: sum(len(m._forward_hooks) for m in [*student.modules(), *teacher.model.modules()])  # noqa: E731
     module.losses(batch())  # (transformers adds its own output-capturing hooks on a first call)
     before = hooks()

@@ -78,7 +78,7 @@ def test_pretraining_with_kd_lowers_the_loss(tiny_teacher_dir, mlm_teacher, cach
                             max_seq_length=32, batch_size=8, cache_dir=str(cache_dir), max_train_samples=16,
                             max_eval_samples=16)
     module = PretrainDistillation(student, mlm_teacher, optimizer=partial(torch.optim.AdamW, lr=3e-3),
-                                  masker=TokenMasker.for_tokenizer(data.tokenizer))
+                                  objective="prediction", masker=TokenMasker.for_tokenizer(data.tokenizer))
     trainer = L.Trainer(accelerator="cpu", max_steps=30, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False, limit_val_batches=2,
                         num_sanity_val_steps=0, default_root_dir=tmp_path)
@@ -152,7 +152,8 @@ def test_two_process_ddp_trains_identical_students(tiny_teacher_dir, mlm_teacher
                             max_seq_length=32, batch_size=4, cache_dir=str(cache_dir), max_train_samples=16,
                             max_eval_samples=8)
     module = PretrainDistillation(student, mlm_teacher, optimizer=partial(torch.optim.AdamW, lr=1e-3),
-                                  objective="both", intermediate={"hidden_weight": 1.0, "minilm_weight": 1.0},
+                                  objective="both", intermediate={"hidden_weight": 1.0, "hidden_loss": "mse",
+                                                                  "minilm_weight": 1.0},
                                   masker=TokenMasker.for_tokenizer(data.tokenizer))
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_fork", max_steps=3, logger=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
@@ -176,3 +177,39 @@ class SaveWeights(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         torch.save(pl_module.state_dict(), self.out / f"weights_rank{trainer.global_rank}.pt")
+
+
+def test_the_step_flops_are_what_torch_counts_and_the_summary_counts_a_forward(tmp_path):
+    """`flops_per_batch` (read by ThroughputMonitor) is FlopCounterMode's count of the step's forward passes, the
+    student's 3x when training; the model summary counts `forward` on one sequence. Attention is eager on both sides
+    (CPU's fused attention kernels are not counted by FlopCounterMode)."""
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from nas_bert.lit.pretrain import masked_logits
+
+    BertForMaskedLM(BertConfig(vocab_size=30522, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=64, max_position_embeddings=128)).save_pretrained(tmp_path)
+    teacher = FrozenTeacher(str(tmp_path), loader=load_masked_lm)
+    teacher.model.set_attn_implementation("eager")
+    student = build_student(uniform_arch(2, 32, 1), vocab_size=30522, max_positions=128, head_dim=16, dropout=0.1)
+    module = PretrainDistillation(student, teacher, optimizer=torch.optim.AdamW, objective="prediction")
+    ids = torch.randint(1000, 2000, (3, 20))
+    labels = torch.full_like(ids, -100)
+    labels[:, 2:5] = ids[:, 2:5]
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+    def counted(fn) -> int:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops()
+
+    forward = counted(lambda: module.losses(batch, train=False))  # the step's forward passes, teacher included
+    assert module.step_flops(batch, train=False) == forward > 0
+    student_forward = counted(lambda: masked_logits(student, {"input_ids": ids}, labels != -100, False))
+    assert module.step_flops(batch, train=True) - module.step_flops(batch, train=False) == 2 * student_forward
+    module.train()  # the summary's own forward is in eval mode, where attention is fused: count it in train mode
+    summary = counted(lambda: module(module.example_input_array))
+    assert summary > 0 and module.example_input_array.shape == (1, 128)
+    fused = 2 * 4 * 128 * 128 * 32  # the student's 2 attentions' scores, which a fused kernel may leave uncounted
+    assert summary - fused <= ModelSummary(module).total_flops <= summary

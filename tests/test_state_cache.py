@@ -80,7 +80,9 @@ def test_the_representation_objective_reads_the_same_states_from_the_cache(tiny_
     batch = {"input_ids": torch.randint(1000, 2000, (2, 16)), "attention_mask": torch.ones(2, 16, dtype=torch.long)}
     expected = live.losses(batch)
     assert {"hidden", "hidden_last", "embedding"} <= set(expected) and "mlm" not in expected
+    assert live.teacher_sequences == 2  # the teacher ran on the batch: its FLOPs count in flops_per_batch
     computed, read = cached.losses(batch), cached.losses(batch)  # computed, then read back (float16 on disk)
+    assert cached.teacher_sequences == 0  # read back: no teacher FLOPs
     torch.testing.assert_close(computed["loss"], expected["loss"], rtol=2e-3, atol=1e-4)
     assert torch.equal(computed["loss"], read["loss"])  # the same values whatever the cache held
     assert cached.teacher_cache.hit_rate() == 0.5

@@ -171,12 +171,14 @@ class IntermediateDistillation(nn.Module):
     Weights of 0 switch a term off (and skip its recording). `forward` returns the weighted sum and
     each active term, from the recorded student/teacher q, k, v and the block-boundary states.
     `last_boundary_weight` weighs the last boundary against each other boundary (1 = all equal).
+    The defaults are the recipe's (`model.intermediate` of conf/model/pretrain.yaml, kept equal by
+    tests/test_defaults.py): hidden states and sentence embedding by relations, no attention terms.
     """
 
     def __init__(self, arch: Arch, teacher_hidden: int, teacher_layers: int, teacher_heads: int,
-                 hidden_weight: float = 0.0, attention_weight: float = 0.0, minilm_weight: float = 0.0,
-                 relation_heads: int | None = None, last_boundary_weight: float = 1.0, hidden_loss: str = "mse",
-                 embedding_weight: float = 0.0, embedding_loss: str = "cosine", minilm_layer: int | None = None) -> None:
+                 hidden_weight: float = 1.0, attention_weight: float = 0.0, minilm_weight: float = 0.0,
+                 relation_heads: int | None = None, last_boundary_weight: float = 1.0, hidden_loss: str = RELATION,
+                 embedding_weight: float = 1.0, embedding_loss: str = RELATION, minilm_layer: int | None = None) -> None:
         super().__init__()
         if min(hidden_weight, attention_weight, minilm_weight, embedding_weight, last_boundary_weight) < 0:
             raise ValueError("representation / intermediate KD weights must be >= 0")

@@ -25,9 +25,11 @@ from nas_bert.distill import prediction_kd_loss
 from nas_bert.distill.intermediate import IntermediateDistillation, Recorder
 from nas_bert.distill.masking import TokenMasker
 from nas_bert.distill.state_cache import TeacherStateCache
+from nas_bert.encoder import bert_flops, encoder_flops
 from nas_bert.lit.compile import MLM_HEADS, compile_in_place, compile_options
 from nas_bert.lit.optim import configure_optimization
 from nas_bert.teacher import FrozenTeacher
+from nas_bert.utils.batch import SUMMARY_SEQ_LEN
 
 log = logging.getLogger(__name__)
 Batch = dict[str, torch.Tensor]
@@ -43,14 +45,25 @@ def masked_logits(model: nn.Module, inputs: Batch, masked: torch.Tensor,
     tokens are masked (~15%), so the encoder runs alone and its head only on those positions.
     Models without a known base/head split fall back to the full logits.
     """
-    base = getattr(model, "base_model", None)
-    head = next((getattr(model, name) for name in MLM_HEADS if isinstance(getattr(model, name, None), nn.Module)),
-                None)
+    base, head = getattr(model, "base_model", None), mlm_head(model)
     if base is None or base is model or head is None:
         out = model(**inputs, output_hidden_states=output_hidden_states)
         return out.logits[masked], getattr(out, "hidden_states", None)  # (M, V)
     out = base(**inputs, output_hidden_states=output_hidden_states)
     return head(out.last_hidden_state[masked]), out.hidden_states  # (M, H) -> (M, V)
+
+
+def mlm_head(model: nn.Module) -> nn.Module | None:
+    """The model's MLM head (`MLM_HEADS`), None for a bare encoder."""
+    return next((getattr(model, name) for name in MLM_HEADS if isinstance(getattr(model, name, None), nn.Module)),
+                None)
+
+
+def head_flops_per_token(model: nn.Module) -> int:
+    """Matmul FLOPs of the model's MLM head on one token: 2 per weight of its Linear layers (0 without a head)."""
+    head = mlm_head(model)
+    return 0 if head is None else sum(2 * m.in_features * m.out_features for m in head.modules()
+                                      if isinstance(m, nn.Linear))
 
 
 def freeze_mlm_head(student: nn.Module) -> None:
@@ -69,13 +82,15 @@ class PretrainDistillation(L.LightningModule):
     """Trains `student` (an MLM model) by KD from `teacher`: its MLM logits, its representations, or both."""
 
     def __init__(self, student: nn.Module, teacher: FrozenTeacher, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None = None, objective: str = "prediction", kd_weight: float = 0.5,
+                 scheduler: Callable[..., Any] | None = None, *, objective: str, kd_weight: float = 0.5,
                  temperature: float = 1.0, intermediate: dict[str, Any] | None = None,
                  masker: TokenMasker | None = None, teacher_cache: dict[str, Any] | None = None,
                  compile: bool | dict[str, Any] | None = None) -> None:
-        """`intermediate`: keyword arguments of `IntermediateDistillation`: the representation terms
-        (hidden_weight, last_boundary_weight, hidden_loss, embedding_weight, embedding_loss), used by the
-        representation and both objectives, and the attention terms (attention_weight, minilm_weight,
+        """`objective`: prediction, representation or both, with no default: the recipe's `auto` depends on how the
+        teacher is loaded, so the stage resolves it first (`nas_bert.stages.pretrain.pretrain_objective`).
+        `intermediate`: keyword arguments of `IntermediateDistillation` (None: its defaults, the recipe's): the
+        representation terms (hidden_weight, last_boundary_weight, hidden_loss, embedding_weight, embedding_loss),
+        used by the representation and both objectives, and the attention terms (attention_weight, minilm_weight,
         relation_heads), added to any objective when their weight is > 0.
         `masker`: masks batches without `labels` in the step, seeded by the step (see `TokenMasker`);
         batches that come with `labels` are used as they are. Not used by the representation objective.
@@ -112,6 +127,32 @@ class PretrainDistillation(L.LightningModule):
         self.teacher_cache: TeacherStateCache | None = None
         if objective == "representation":
             freeze_mlm_head(student)
+        self.flops_per_batch = 0  # the last step's `step_flops` (read by ThroughputMonitor)
+        self.teacher_sequences = 0  # sequences the teacher ran on in the last step (not read from the cache)
+        length = min(SUMMARY_SEQ_LEN, student.config.max_position_embeddings)  # the model summary counts the FLOPs
+        self.example_input_array = torch.zeros(1, length, dtype=torch.long)  # of `forward` on one sequence
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The student's MLM logits (B, T, V) at every position."""
+        masks = {} if attention_mask is None else {"attention_mask": attention_mask}
+        return self.student(input_ids, **masks).logits
+
+    def step_flops(self, batch: Batch, train: bool) -> int:
+        """Matmul FLOPs of one step on `batch`, counted analytically (`encoder_flops`, `bert_flops`): the student's
+        encoder on every sequence and its MLM head on the masked tokens (when the prediction loss is on), times 3
+        when training (forward + backward ~ 3 forwards); plus the frozen teacher's forward, its encoder on the
+        sequences it ran on (cache hits cost none) and its head on the masked tokens. Not counted: embedding
+        lookups, norms, activations, softmaxes, the losses and the intermediate terms' projections and relations."""
+        sequences, length = batch["input_ids"].shape
+        masked = int((batch["labels"] != -100).sum()) if self.masks_inputs else 0
+        config = self.student.config
+        student = sequences * encoder_flops(config.to_arch(), length, config.ffn_ratio)
+        student += masked * head_flops_per_token(self.student)
+        t = self.teacher.config
+        teacher = self.teacher_sequences * bert_flops(t.hidden_size, t.num_hidden_layers,
+                                                      getattr(t, "intermediate_size", 4 * t.hidden_size), length)
+        teacher += masked * head_flops_per_token(self.teacher.model)
+        return (3 if train else 1) * student + teacher
 
     @property
     def masks_inputs(self) -> bool:
@@ -121,6 +162,7 @@ class PretrainDistillation(L.LightningModule):
         """The teacher's hidden states (B, T, D) by layer index, 0 .. L (read from the cache when it is on)."""
         def compute(rows: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
             sub = inputs if rows is None else {k: v[rows] for k, v in inputs.items()}
+            self.teacher_sequences += sub["input_ids"].shape[0]
             return dict(enumerate(self.teacher.hidden_states(**sub)))
 
         if not (train and self.teacher_cache_spec):
@@ -166,6 +208,7 @@ class PretrainDistillation(L.LightningModule):
         return parts
 
     def losses(self, batch: Batch, train: bool = True) -> dict[str, torch.Tensor]:
+        self.teacher_sequences = 0 if self.objective == "representation" else batch["input_ids"].shape[0]
         if self.objective == "representation":
             return self.representation_losses(batch, train)
         return self.prediction_losses(batch)
@@ -184,6 +227,7 @@ class PretrainDistillation(L.LightningModule):
         if self.masks_inputs:
             batch = self.masked(batch, 0, self.global_step, batch_idx, self.global_rank)
         parts = self.losses(batch, train=True)
+        self.flops_per_batch = self.step_flops(batch, train=True)
         self.log("train/loss", parts["loss"], prog_bar=True)
         self.log_dict({f"train/{k}": v for k, v in parts.items() if k != "loss"})
         if self.teacher_cache is not None:
@@ -194,6 +238,7 @@ class PretrainDistillation(L.LightningModule):
         if self.masks_inputs:
             batch = self.masked(batch, 1, batch_idx, self.global_rank)  # the same masks every pass
         parts = self.losses(batch, train=False)
+        self.flops_per_batch = self.step_flops(batch, train=False)
         self.log_dict({f"val/{k}": v for k, v in parts.items()}, prog_bar=False, sync_dist=True)
 
     def on_fit_start(self) -> None:

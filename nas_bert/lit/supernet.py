@@ -22,6 +22,7 @@ from nas_bert.lit.optim import configure_optimization
 from nas_bert.space import SearchSpace
 from nas_bert.supernet import Supernet
 from nas_bert.teacher import FrozenTeacher
+from nas_bert.utils.batch import SUMMARY_SEQ_LEN
 
 Batch = dict[str, torch.Tensor]
 CHECKPOINT_KEY = "nas_bert"
@@ -57,7 +58,13 @@ class SupernetDistillation(L.LightningModule):
         # Candidate indices each block may sample from (None: all); progressive shrinking narrows them.
         self.alive: list[np.ndarray] | None = None
         self.last_arch: Arch | None = None  # the path trained by the latest step
-        self.flops_per_batch = 0  # analytic training FLOPs of the last step's path (read by ThroughputMonitor)
+        self.flops_per_batch = 0  # analytic FLOPs of the last step's path (read by ThroughputMonitor)
+        states = [torch.zeros(1, SUMMARY_SEQ_LEN, teacher.hidden_size)] * space.num_blocks  # one sequence: the
+        self.example_input_array = (states, torch.ones(1, SUMMARY_SEQ_LEN, dtype=torch.long))  # summary's FLOPs
+
+    def forward(self, states: list[torch.Tensor], mask: torch.Tensor) -> list[torch.Tensor]:
+        """The reference path's blocks, each on its teacher input state Y_{n-1} (B, T, D)."""
+        return self.supernet(states, mask, self.reference)
 
     # -- helpers -------------------------------------------------------------------------------
     def teacher_states(self, batch: Batch) -> list[torch.Tensor]:
@@ -104,17 +111,18 @@ class SupernetDistillation(L.LightningModule):
         batches = [{k: v.to(self.device) for k, v in b.items()} for b in batches]
         return [self.teacher_states(b) for b in batches], [b["attention_mask"] for b in batches]
 
-    def _path_train_flops(self, arch: Arch, batch: Batch) -> int:
+    def _path_flops(self, arch: Arch, batch: Batch, train: bool) -> int:
+        """The path's ops on the batch (`block_flops`), 3x when training (forward + backward); the teacher and the
+        blocks' width projections are not counted."""
         b, t = batch["input_ids"].shape
-        forward = sum(self.space.block_flops(block, t) for block in arch.blocks)
-        return 3 * b * forward  # forward + backward ~ 3x forward; teacher excluded
+        return (3 if train else 1) * b * sum(self.space.block_flops(block, t) for block in arch.blocks)
 
     # -- Lightning hooks -----------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         arch = self.last_arch = self.sample_arch()
         losses = self.block_losses(batch, arch)
         loss = torch.stack(losses).sum()
-        self.flops_per_batch = self._path_train_flops(arch, batch)
+        self.flops_per_batch = self._path_flops(arch, batch, train=True)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/path_params", float(sum(self.space.block_params(b) for b in arch.blocks)))
         for n, mse in enumerate(losses):
@@ -123,6 +131,7 @@ class SupernetDistillation(L.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         losses = self.block_losses(batch, self.reference)
+        self.flops_per_batch = self._path_flops(self.reference, batch, train=False)
         self.log("val/loss", torch.stack(losses).sum(), prog_bar=True, sync_dist=True)
         for n, mse in enumerate(losses):
             self.log(f"val/block{n}_mse", mse, sync_dist=True)

@@ -91,7 +91,7 @@ def student_init(cfg: DictConfig) -> tuple[str, Path | None]:
     tables projected to the student's width (PCA), the rest fresh; `scratch`: all fresh (the paper); `auto`:
     supernet for a searched student whose search run kept its supernet, else teacher_embeddings (a baseline
     has no path in the supernet)."""
-    init = cfg.student.get("init", "scratch")
+    init = cfg.student.init
     if init not in INITS:
         raise ValueError(f"student.init must be one of {', '.join(INITS)}, got {init!r}")
     if init in ("scratch", "teacher_embeddings") or (init == "auto" and cfg.student.get("baseline")):
@@ -126,7 +126,7 @@ def pretrain_objective(cfg: DictConfig) -> str:
     """`model.objective`, with `auto` resolved: the paper's prediction-layer KD when the teacher has its own
     pre-trained MLM head, representation KD when it has none (a head fitted on a frozen encoder stays near
     unigram level, so its logits carry little signal, while the encoder's states are what it is good at)."""
-    objective = cfg.model.get("objective", "prediction")
+    objective = cfg.model.objective
     if objective != "auto":
         return objective
     chosen = "prediction" if has_own_mlm_head(cfg.teacher.name_or_path) else "representation"

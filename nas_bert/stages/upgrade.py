@@ -27,16 +27,20 @@ def upgrade_targets(node: Any) -> None:
 
 
 PRETRAIN_MODULE = "nas_bert.lit.PretrainDistillation"
+OLD_INTERMEDIATE = {"hidden_loss": "mse", "embedding_weight": 0.0}  # 0.1's terms: projected states by MSE, no embedding
 
 
 def upgrade_objective(cfg: DictConfig) -> None:
     """A pre-training recipe saved before `model.objective` existed keeps its loss: the prediction loss, plus its
-    intermediate terms (`both`) when it had a hidden-state weight."""
+    intermediate terms (`both`) when it had a hidden-state weight, computed as 0.1 did (`OLD_INTERMEDIATE`)."""
     model = cfg.get("model")
     if model is None or model.get("_target_") != PRETRAIN_MODULE or "objective" in model:
         return
     with open_dict(model):
         model.objective = "both" if (model.get("intermediate") or {}).get("hidden_weight") else "prediction"
+        if model.get("intermediate") is not None:
+            for key, value in OLD_INTERMEDIATE.items():
+                model.intermediate.setdefault(key, value)
     log.warning("config from nas-bert 0.1: model.objective=%s (the loss it was saved with)", model.objective)
 
 

@@ -1,8 +1,10 @@
-"""Batch measurements for throughput callbacks."""
+"""Batch measurements for throughput callbacks and the model summary."""
 
 from __future__ import annotations
 
 import torch
+
+SUMMARY_SEQ_LEN = 128  # the model summaries' example input: one sequence of this length (the search's FLOPs length)
 
 
 def batch_size(batch: dict[str, torch.Tensor]) -> int:

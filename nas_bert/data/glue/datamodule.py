@@ -91,7 +91,7 @@ class GlueDataModule(L.LightningDataModule):
         num_proc: int | None = None,
         include_test: bool = True,
         hub_dataset: str = "nyu-mll/glue",
-        group_by_length: bool = False,
+        group_by_length: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
