@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nas_bert import register_resolvers
-from nas_bert.stages.pipeline import run_pipeline
+from nas_bert.pipeline.run import run_pipeline
 from nas_bert.stages.search import run_search
 from nas_bert.utils.dependency_warnings import quiet_dependency_warnings
 

@@ -281,7 +281,7 @@ class Suite:
     def supernet_vs_extracted(self) -> dict:
         from supernet_step import timed
 
-        from nas_bert.supernet import Supernet
+        from nas_bert.nas.supernet import Supernet
 
         space, width = load_space(self.sizes.space), self.sizes.teacher.get("hidden_size", 768)
         supernet = Supernet(space, width).to(self.device)

@@ -34,7 +34,7 @@ from nas_bert.modeling.onnx_export import (
     random_inputs,
 )
 from nas_bert.modeling.quantize import check_close, onnx_runner, quantize_onnx, quantize_torch
-from nas_bert.search.latency import cpu_model, time_calls
+from nas_bert.nas.timing import cpu_model, time_calls
 
 
 def forms(model_dir: Path) -> tuple[torch.nn.Module, dict[str, object]]:

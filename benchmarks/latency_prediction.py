@@ -29,7 +29,8 @@ import yaml
 
 from nas_bert.arch import IDENTITY, Arch, BlockArch
 from nas_bert.encoder import StudentEncoder, encoder_flops, encoder_params
-from nas_bert.search.latency import QUIET_SHARE, assemble_table, part_calls, predict_latency, time_calls
+from nas_bert.nas.latency import assemble_table, part_calls, predict_latency
+from nas_bert.nas.timing import QUIET_SHARE, time_calls
 from nas_bert.space import SearchSpace
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "space"

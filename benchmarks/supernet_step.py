@@ -25,9 +25,9 @@ import yaml
 
 from nas_bert.distill import masked_mse
 from nas_bert.lit.optim import weight_decay_groups
-from nas_bert.search.latency import cpu_model
+from nas_bert.nas.supernet import Supernet
+from nas_bert.nas.timing import cpu_model
 from nas_bert.space import SearchSpace
-from nas_bert.supernet import Supernet
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "space"
 

@@ -32,7 +32,7 @@ from nas_bert.distill.masking import TokenMasker
 from nas_bert.lit import PretrainDistillation, SupernetDistillation
 from nas_bert.lit.optim import weight_decay_groups
 from nas_bert.modeling.students import build_student, uniform_arch
-from nas_bert.search.latency import cpu_model
+from nas_bert.nas.timing import cpu_model
 from nas_bert.space import SearchSpace
 from nas_bert.teacher import FrozenTeacher
 

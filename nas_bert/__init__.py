@@ -2,8 +2,8 @@
 
 import nas_bert.modeling  # noqa: F401  (registers NasBertConfig / NasBert* with the transformers Auto classes)
 from nas_bert.arch import Arch, ArchitectureError, BlockArch
+from nas_bert.nas.supernet import BlockStack, Supernet
 from nas_bert.space import SearchSpace
-from nas_bert.supernet import BlockStack, Supernet
 from nas_bert.utils.resolvers import register_resolvers
 
 __all__ = ["Arch", "ArchitectureError", "BlockArch", "BlockStack", "SearchSpace", "Supernet", "register_resolvers"]

@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 from nas_bert.arch import ArchitectureError
-from nas_bert.lit.supernet import CHECKPOINT_KEY  # the entry SupernetDistillation writes into its checkpoints
+from nas_bert.lit.blockwise_distillation import (
+    CHECKPOINT_KEY,  # the entry SupernetDistillation writes into its checkpoints
+)
+from nas_bert.nas.supernet import BlockStack, Supernet
 from nas_bert.space import SearchSpace
-from nas_bert.supernet import BlockStack, Supernet
 
 log = logging.getLogger(__name__)
 

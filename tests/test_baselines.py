@@ -6,7 +6,7 @@ import pytest
 
 from nas_bert.encoder import StudentEncoder, encoder_params
 from nas_bert.modeling.students import uniform_arch
-from nas_bert.search.baselines import (
+from nas_bert.nas.baselines import (
     BaselineError,
     arch_latency_ms,
     blocks_for,

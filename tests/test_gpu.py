@@ -198,7 +198,7 @@ def test_sdpa_runs_a_fused_kernel_with_a_padding_mask():
 
 def test_cuda_latency_table_agrees_with_cuda_events_and_whole_models(tiny_space):
     from nas_bert.encoder import StudentEncoder
-    from nas_bert.search.latency import measure_latency_table, predict_latency
+    from nas_bert.nas.latency import measure_latency_table, predict_latency
 
     table = measure_latency_table(tiny_space, "cuda", batch_size=8, seq_len=64, min_run_time=0.05, rounds=1)
     assert table.device["type"] == "cuda" and table.device["name"] == torch.cuda.get_device_name()

@@ -12,8 +12,8 @@ from helpers.runs import compose_config
 from huggingface_hub import HfApi
 
 from nas_bert.hub import HubPushError, check_push_settings, push_model
-from nas_bert.model_card import update_card
 from nas_bert.modeling import NasBertConfig, NasBertForMaskedLM
+from nas_bert.reports.model_card import update_card
 from nas_bert.stages.common import start_run
 
 ARCH = {"blocks": [{"hidden": 32, "ops": ["mha", "ffn"]}]}

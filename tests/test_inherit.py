@@ -9,7 +9,7 @@ from transformers import BertConfig, BertModel
 from nas_bert.arch import Arch, ArchitectureError, BlockArch
 from nas_bert.inherit import inherit_from_supernet, inherit_teacher_embeddings, load_supernet_checkpoint
 from nas_bert.modeling import NasBertConfig, NasBertModel
-from nas_bert.supernet import Supernet
+from nas_bert.nas.supernet import Supernet
 
 D = 48  # teacher width
 

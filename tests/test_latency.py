@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from nas_bert.arch import IDENTITY, Arch, BlockArch
-from nas_bert.search import latency
-from nas_bert.search.latency import (
+from nas_bert.nas import latency, timing
+from nas_bert.nas.latency import (
     LatencyTable,
     LatencyTableError,
     candidate_latency,
@@ -25,8 +25,8 @@ from nas_bert.search.latency import (
     measure_latency_table,
     predict_latency,
     projection_latency_matrix,
-    time_calls,
 )
+from nas_bert.nas.timing import time_calls
 from nas_bert.space import SearchSpace
 
 SHAPE = {"batch_size": 2, "seq_len": 8}
@@ -235,14 +235,14 @@ def test_time_calls_retries_timings_taken_under_contention(monkeypatch: pytest.M
             return (1.0, 0.5) if n <= 2 else (0.25 + n, 0.0)
         return 2.0 + n, 0.4 + 0.1 * (n % 2)
 
-    monkeypatch.setattr(latency, "timed_with_contention", fake)
+    monkeypatch.setattr(timing, "timed_with_contention", fake)
     seconds, contention = time_calls([lambda: 0, lambda: 1], rounds=2, max_rounds=4)
     assert tries == {0: 4, 1: 4}
     assert seconds == [3.25, 3.0] and contention == [0.0, 0.5]  # least quiet median; else least median
 
 
 def test_measure_warns_when_never_quiet(tiny_space: SearchSpace, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(latency, "timed_with_contention", lambda fn, t: (1e-3, 0.5))
+    monkeypatch.setattr(timing, "timed_with_contention", lambda fn, t: (1e-3, 0.5))
     with pytest.warns(UserWarning, match=r"10 of 10 entries.*mha_16 \(50%\).*idle machine"):
         table = measure_latency_table(tiny_space, "cpu", **FAST)
     assert table.contention == 0.5 and set(table.ops.values()) == {1e-3 / FAST["chain"]}  # per copy

@@ -14,7 +14,7 @@ import torch
 from nas_bert.arch import ArchitectureError
 from nas_bert.data import CorpusDataModule
 from nas_bert.lit import SupernetDistillation
-from nas_bert.search.shrinking import ProgressiveShrinking, assign_bins
+from nas_bert.nas.shrinking import ProgressiveShrinking, assign_bins
 from nas_bert.space import SearchSpace
 from nas_bert.teacher import FrozenTeacher
 

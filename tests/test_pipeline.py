@@ -16,10 +16,10 @@ from helpers.runs import GLUE, TINY_BUDGETS, compose_config, run_script
 
 from nas_bert.arch import Arch
 from nas_bert.modeling.students import uniform_arch
-from nas_bert.stages import pipeline
+from nas_bert.pipeline import checks, steps, students
+from nas_bert.pipeline.run import PipelineError, run_pipeline
+from nas_bert.pipeline.step_times import time_by_part
 from nas_bert.stages.common import AcceleratorError, start_run
-from nas_bert.stages.pipeline import PipelineError, run_pipeline
-from nas_bert.stages.step_times import time_by_part
 
 
 def overrides(*items: str) -> str:
@@ -96,9 +96,9 @@ def test_equal_latency_baseline_is_priced_side_by_side_with_the_searched_student
         pairs.append(reference)
         return len(candidate.layers) / len(reference.layers)  # a latency that counts ops
 
-    monkeypatch.setattr("nas_bert.search.baselines.relative_latency", relative)
+    monkeypatch.setattr("nas_bert.nas.baselines.relative_latency", relative)
     searched = uniform_arch(3, 64, 3)  # 6 ops: a 3-layer uniform BERT at any width is priced 1.0
-    chosen = pipeline.choose_baseline(cfg, searched, "equal_latency")
+    chosen = students.choose_baseline(cfg, searched, "equal_latency")
     assert chosen["layers"] == 3 and chosen["latency_ms"] == pytest.approx(chosen["target_latency_ms"])
     assert pairs and all(r is searched for r in pairs)
 
@@ -113,26 +113,26 @@ def test_each_budget_gets_its_baselines_once_pretrained_for_the_same_tokens(tmp_
     for budget in ("quarter", "tenth"):
         uniform_arch(3, 64, 3).save(arch_dir / f"{budget}.yaml")
     chosen = []
-    monkeypatch.setattr(pipeline, "choose_baseline", lambda cfg, arch, kind: chosen.append(kind) or {
+    monkeypatch.setattr(students, "choose_baseline", lambda cfg, arch, kind: chosen.append(kind) or {
         "layers": 4, "hidden": 96, "blocks": 3})
-    models = pipeline.students(cfg, tmp_path, ["quarter", "tenth"])
+    models = students.students(cfg, tmp_path, ["quarter", "tenth"])
     assert [m.name for m in models] == ["nas-bert-quarter", "bert-L4-H96"]
     assert models[0].roles == [("searched", "quarter"), ("searched", "tenth")]
     assert models[1].roles == [("equal_params", "quarter"), ("equal_latency", "quarter"), ("equal_params", "tenth"),
                                ("equal_latency", "tenth")]
     assert len(chosen) == 4 and set(json.loads((tmp_path / "baselines.json").read_text())) == {
         "quarter/equal_params", "quarter/equal_latency", "tenth/equal_params", "tenth/equal_latency"}
-    assert pipeline.students(cfg, tmp_path, ["quarter", "tenth"])[1].roles == models[1].roles and len(chosen) == 4
+    assert students.students(cfg, tmp_path, ["quarter", "tenth"])[1].roles == models[1].roles and len(chosen) == 4
     assert time_by_part(tmp_path / "logs")["baselines"].steps == 4  # the choice is timed with the steps
-    baseline = pipeline.pretrain_step(cfg, tmp_path, models[1])
+    baseline = steps.pretrain_step(cfg, tmp_path, models[1])
     assert "student.baseline={layers: 4, hidden: 96, blocks: 3}" in baseline.overrides
     assert "tokens=1000000" in baseline.overrides and "data/corpus=gutenberg" in baseline.overrides
     assert baseline.output == tmp_path / "pretrain" / "bert-L4-H96" / "model" / "config.json"
-    searched = pipeline.pretrain_step(cfg, tmp_path, models[0])
+    searched = steps.pretrain_step(cfg, tmp_path, models[0])
     assert {f"student.search_run={tmp_path / 'search'}", "student.budget=quarter"} <= set(searched.overrides)
 
-    fp32 = pipeline.finetune_step(cfg, tmp_path, models[0], "rte", 1, tmp_path / "teacher")
-    ptq, qat = pipeline.quantization_steps(cfg, tmp_path, models[0], "rte", 1, fp32)
+    fp32 = steps.finetune_step(cfg, tmp_path, models[0], "rte", 1, tmp_path / "teacher")
+    ptq, qat = steps.quantization_steps(cfg, tmp_path, models[0], "rte", 1, fp32)
     tuned = tmp_path / "finetune" / "nas-bert-quarter_rte_s1" / "model"
     assert {"experiment=ptq_glue", f"finetune.model_path={tuned}", "seed=1", "data.task=rte"} <= set(ptq.overrides)
     assert ptq.output == tmp_path / "ptq" / "nas-bert-quarter_rte_s1" / "ptq.json"
@@ -144,12 +144,12 @@ def test_each_budget_gets_its_baselines_once_pretrained_for_the_same_tokens(tmp_
 def test_a_searched_student_without_attention_is_pretrained_without_the_attention_terms(tmp_path):
     cfg = compose_config("search", tmp_path, "+pipeline=cpu_study")  # its recipe has the MiniLM term
     blocks = [{"hidden": 96, "ops": ["sepconv7", "identity"]}, {"hidden": 64, "ops": ["ffn", "identity"]}]
-    convolutional = pipeline.Model("nas-bert-seventh", "searched", "seventh", "", Arch.from_dict({"blocks": blocks}))
-    step = pipeline.pretrain_step(cfg, tmp_path, convolutional)
+    convolutional = steps.Model("nas-bert-seventh", "searched", "seventh", "", Arch.from_dict({"blocks": blocks}))
+    step = steps.pretrain_step(cfg, tmp_path, convolutional)
     composed = compose_config("train", tmp_path / "pre", *[o for o in step.overrides if not o.startswith("hydra.")])
     assert composed.model.intermediate.minilm_weight == 0 and composed.model.intermediate.attention_weight == 0
     assert composed.model.intermediate.hidden_weight > 0  # the rest of the shared recipe stays
-    with_attention = pipeline.pretrain_step(cfg, tmp_path, pipeline.Model("b", "equal_params", "seventh", "",
+    with_attention = steps.pretrain_step(cfg, tmp_path, steps.Model("b", "equal_params", "seventh", "",
                                                                           uniform_arch(2, 64, 2)))
     assert "model.intermediate.minilm_weight=0" not in with_attention.overrides
 
@@ -176,7 +176,7 @@ def test_bad_study_settings_fail_before_any_step(tmp_path, monkeypatch):
         assert "max_epochz" in str(error.value) or "lcal" in str(error.value) or "stsbb" in str(error.value)
     for name in ("cpu_demo", "cpu_study"):  # the shipped pipelines compose, quantization steps included
         cfg = compose_config("search", tmp_path, f"+pipeline={name}", "pipeline.quantization.roles=[searched]")
-        pipeline.check_step_overrides(cfg, Path(cfg.paths.root_dir), tmp_path)
+        checks.check_step_overrides(cfg, Path(cfg.paths.root_dir), tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = compose_config("search", tmp_path, "+pipeline=cpu_study", "pipeline.corpus=[]",
                          "pipeline.common=" + overrides("trainer=gpu"))

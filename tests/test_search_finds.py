@@ -27,19 +27,19 @@ from nas_bert.encoder import encoder_params
 from nas_bert.inherit import inherit_from_supernet
 from nas_bert.lit import SupernetDistillation
 from nas_bert.modeling import NasBertConfig, NasBertModel
-from nas_bert.search.approximation import (
+from nas_bert.nas.approximation import (
     block_tables,
     coupling_costs,
     loss_table,
     rerank,
     select_feasible,
 )
-from nas_bert.search.latency import LatencyTable, candidate_latency, op_key, projection_key
-from nas_bert.search.selection import Budget, Selection
-from nas_bert.search.shrinking import ProgressiveShrinking
+from nas_bert.nas.latency import LatencyTable, candidate_latency, op_key, projection_key
+from nas_bert.nas.selection import Budget, Selection
+from nas_bert.nas.shrinking import ProgressiveShrinking
+from nas_bert.nas.supernet import Supernet
 from nas_bert.space import SearchSpace, op_flops, projection_flops
 from nas_bert.stages.search import vocab_of
-from nas_bert.supernet import Supernet
 from nas_bert.teacher import FrozenTeacher
 from nas_bert.utils.batch import first_batches
 

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from nas_bert.arch import Arch, ArchitectureError
 from nas_bert.encoder import encoder_params
-from nas_bert.search.latency import LatencyTableError
+from nas_bert.nas.latency import LatencyTableError
 from nas_bert.stages.recipe import RESOLVER_CALL
 from nas_bert.stages.search import SearchBudgetError, run_search
 from nas_bert.teacher import TeacherError

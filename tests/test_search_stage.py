@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nas_bert.encoder import StudentEncoder, encoder_flops, encoder_params
-from nas_bert.search.approximation import (
+from nas_bert.nas.approximation import (
     VocabSpec,
     arch_of,
     block_tables,
@@ -15,8 +15,8 @@ from nas_bert.search.approximation import (
     coupling_costs,
     select_feasible,
 )
-from nas_bert.search.latency import LatencyTable, predict_latency
-from nas_bert.search.selection import Budget
+from nas_bert.nas.latency import LatencyTable, predict_latency
+from nas_bert.nas.selection import Budget
 
 VOCAB = VocabSpec(vocab_size=1000, max_positions=64, type_vocab_size=2)
 

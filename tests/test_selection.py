@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from helpers.selection_oracle import brute_force_top_k
 
-from nas_bert.search.report import frontier, sample_cloud
-from nas_bert.search.selection import (
+from nas_bert.nas.selection import (
     BlockTable,
     Budget,
     BudgetError,
     CouplingCosts,
     Selection,
-    top_k_per_budget,
 )
+from nas_bert.nas.top_k import top_k_per_budget
+from nas_bert.reports.search import frontier, sample_cloud
 
 FIELDS = ("choice", "index", "loss", "params", "flops", "latency")
 

@@ -13,7 +13,7 @@ import torch
 
 from nas_bert.data import CorpusDataModule
 from nas_bert.lit import SupernetDistillation
-from nas_bert.search.shrinking import ProgressiveShrinking, assign_bins, halve
+from nas_bert.nas.shrinking import ProgressiveShrinking, assign_bins, halve
 from nas_bert.teacher import FrozenTeacher
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "corpus" / "wikitext-2-raw" / "wiki.valid.raw.gz"

@@ -9,9 +9,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas_bert.arch import Arch, ArchitectureError, BlockArch
+from nas_bert.nas.supernet import Supernet
 from nas_bert.ops import build_op
 from nas_bert.space import SearchSpace, op_flops, op_params, projection_params
-from nas_bert.supernet import Supernet
 
 
 def test_paper_space_has_97650_candidates_per_block(paper_space):

@@ -7,9 +7,9 @@ import os
 import pytest
 from helpers.workers import note_worker
 
-from nas_bert.stages.step_pool import run_side_by_side, usable_cores
-from nas_bert.stages.step_times import STEP_TIMES, record_step_time, time_by_part, union_minutes
-from nas_bert.stages.study_report import time_markdown
+from nas_bert.pipeline.step_pool import run_side_by_side, usable_cores
+from nas_bert.pipeline.step_times import STEP_TIMES, record_step_time, time_by_part, union_minutes
+from nas_bert.reports.study import time_markdown
 
 
 def test_steps_run_on_spawned_workers_sharing_the_cores_until_one_fails(tmp_path):

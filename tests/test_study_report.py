@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from nas_bert.stages.study_report import (
+from nas_bert.reports.study import (
     STUDY_COLUMNS,
     goals,
     log_report,
@@ -202,7 +202,7 @@ def test_log_report_calls_loggers(tmp_path):
 def test_the_quantization_report_sets_every_form_beside_fp32(tmp_path):
     import json
 
-    from nas_bert.stages.quantization_report import quantization_records, write_quantization_report
+    from nas_bert.reports.quantization import quantization_records, write_quantization_report
 
     folder = tmp_path / "quantization"
     folder.mkdir()

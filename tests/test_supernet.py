@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from nas_bert.arch import Arch, ArchitectureError, BlockArch
+from nas_bert.nas.supernet import Supernet
 from nas_bert.space import SearchSpace, projection_params
-from nas_bert.supernet import Supernet
 
 WIDTH = 48  # teacher width
 

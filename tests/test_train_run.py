@@ -15,8 +15,8 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from nas_bert.arch import Arch
 from nas_bert.encoder import encoder_params
-from nas_bert.model_card import read_record, update_card
 from nas_bert.modeling.students import build_student, uniform_arch
+from nas_bert.reports.model_card import read_record, update_card
 from nas_bert.stages.finetune import run_finetune
 from nas_bert.stages.fit import run_fit
 from nas_bert.stages.pretrain import run_pretrain

@@ -92,7 +92,7 @@ def log_model_artifact(loggers: list[Logger], folder: Path) -> None:
         return
     import wandb
 
-    from nas_bert.model_card import read_record
+    from nas_bert.reports.model_card import read_record
 
     run = folder.parent.name if folder.name == "model" else folder.name
     artifact = wandb.Artifact(re.sub(r"[^\w.-]+", "-", f"model-{run}"), type="model", metadata=read_record(folder))

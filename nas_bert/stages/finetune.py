@@ -18,7 +18,8 @@ from nas_bert.data.glue import GlueDataModule, write_glue_submission
 from nas_bert.data.squad import SquadDataModule
 from nas_bert.modeling import NasBertPreTrainedModel
 from nas_bert.modeling.lsq import check_lsq_bits
-from nas_bert.stages.card import card_after_finetuning
+from nas_bert.reports.card import card_after_finetuning
+from nas_bert.reports.finetune_summary import record_result
 from nas_bert.stages.common import (
     build,
     build_trainer,
@@ -27,7 +28,6 @@ from nas_bert.stages.common import (
     push_export,
     start_run,
 )
-from nas_bert.stages.summary import record_result
 from nas_bert.teacher import FrozenTeacher, resolve_model_path
 from nas_bert.utils.modes import eval_mode
 

@@ -28,7 +28,7 @@ from nas_bert.modeling.students import (
     searched_arch_file,
     uniform_arch,
 )
-from nas_bert.stages.card import card_after_pretraining
+from nas_bert.reports.card import card_after_pretraining
 from nas_bert.stages.common import (
     build,
     build_trainer,

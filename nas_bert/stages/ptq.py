@@ -26,9 +26,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from nas_bert.modeling.onnx_export import export_onnx
 from nas_bert.modeling.quantize import onnx_runner, quantize_onnx, quantize_torch
+from nas_bert.reports.finetune_summary import task_score
 from nas_bert.stages.common import build, start_run
 from nas_bert.stages.finetune import load_task_model, make_quantization_aware, model_name, task_name
-from nas_bert.stages.summary import task_score
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 from rich.table import Table
 
-from nas_bert.search.approximation import (
+from nas_bert.nas.approximation import (
     VocabSpec,
     block_tables,
     budgets_from_config,
@@ -24,8 +24,9 @@ from nas_bert.search.approximation import (
     rerank,
     select_feasible,
 )
-from nas_bert.search.latency import LatencyTable, candidate_latency, default_table_path, load_or_measure
-from nas_bert.search.report import (
+from nas_bert.nas.latency import LatencyTable, candidate_latency, default_table_path, load_or_measure
+from nas_bert.nas.shrinking import read_alive
+from nas_bert.reports.search import (
     COLUMNS,
     BudgetResult,
     architecture_file,
@@ -35,7 +36,6 @@ from nas_bert.search.report import (
     rows,
     sample_cloud,
 )
-from nas_bert.search.shrinking import read_alive
 from nas_bert.space import SearchSpace
 from nas_bert.stages.common import build, build_trainer, finish_loggers
 from nas_bert.stages.fit import prepare_module_and_data

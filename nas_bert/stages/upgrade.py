@@ -11,7 +11,9 @@ log = logging.getLogger(__name__)
 
 RENAMED_KEYS = {  # renamed after nas-bert 0.1: one name per idea in every DataModule
     "seq_len": "max_seq_length", "max_train_sequences": "max_train_samples", "max_val_sequences": "max_eval_samples"}
-RENAMED_TARGETS = {"nas_bert.teacher.Teacher": "nas_bert.teacher.FrozenTeacher"}  # renamed after nas-bert 0.1
+RENAMED_TARGETS = {  # classes renamed or moved after nas-bert 0.1
+    "nas_bert.teacher.Teacher": "nas_bert.teacher.FrozenTeacher",
+    "nas_bert.search.shrinking.ProgressiveShrinking": "nas_bert.nas.shrinking.ProgressiveShrinking"}
 
 
 def upgrade_targets(node: Any) -> None:

@@ -1,6 +1,6 @@
 """The reference of the multi-budget selection: every combination enumerated in Python, block by block.
 
-`nas_bert.search.selection.top_k_per_budget` must return exactly what this returns (tests/test_selection.py).
+`nas_bert.nas.selection.top_k_per_budget` must return exactly what this returns (tests/test_selection.py).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import itertools
 
 import numpy as np
 
-from nas_bert.search.selection import (
+from nas_bert.nas.selection import (
     BlockTable,
     Budget,
     BudgetError,

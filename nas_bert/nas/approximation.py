@@ -18,20 +18,20 @@ import numpy as np
 import torch
 
 from nas_bert.arch import Arch
-from nas_bert.search.latency import (
+from nas_bert.nas.latency import (
     LatencyTable,
     candidate_latency,
     embedding_latency,
     projection_latency_matrix,
 )
-from nas_bert.search.selection import (
+from nas_bert.nas.selection import (
     BlockTable,
     Budget,
     BudgetError,
     CouplingCosts,
     Selection,
-    top_k_per_budget,
 )
+from nas_bert.nas.top_k import top_k_per_budget
 from nas_bert.space import SearchSpace, projection_flops, projection_params
 from nas_bert.utils.modes import eval_mode
 

@@ -1,4 +1,4 @@
-"""What the pre-training and fine-tuning stages tell an exported model's card (see nas_bert.model_card)."""
+"""What the pre-training and fine-tuning stages tell an exported model's card (see nas_bert.reports.model_card)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from nas_bert.arch import Arch
 from nas_bert.encoder import encoder_flops
-from nas_bert.model_card import teacher_license, update_card
+from nas_bert.reports.model_card import teacher_license, update_card
 
 
 def architecture(arch: Arch) -> dict:
@@ -51,7 +51,7 @@ def table_setting(cfg: DictConfig) -> str | None:
 
 
 def measured_latency_ms(encoder: torch.nn.Module, vocab_size: int, seq_len: int) -> float:
-    from nas_bert.search.baselines import encoder_latency_ms
+    from nas_bert.nas.baselines import encoder_latency_ms
 
     return encoder_latency_ms(encoder, vocab_size, batch_size=1, seq_len=seq_len, min_run_time=0.1)
 
@@ -59,7 +59,7 @@ def measured_latency_ms(encoder: torch.nn.Module, vocab_size: int, seq_len: int)
 def card_after_pretraining(cfg: DictConfig, export_dir: Path, arch: Arch, student: Any, objective: str, init: str,
                            steps: int, world_size: int) -> Path:
     """The card of a pre-trained student: what it is, its size, predicted and measured latency, its recipe."""
-    from nas_bert.search.latency import device_info
+    from nas_bert.nas.timing import device_info
 
     seq_len = int(cfg.data.max_seq_length)
     encoder = student.nas_bert
@@ -85,7 +85,7 @@ def card_after_finetuning(cfg: DictConfig, export_dir: Path, task: str, final: d
     model's own card when it has one (a nas-bert export). Without a record, a NAS-BERT model's architecture and
     size come from its config."""
     from nas_bert.data.glue import GLUE_TASKS
-    from nas_bert.model_card import read_record
+    from nas_bert.reports.model_card import read_record
 
     source = Path(str(cfg.finetune.get("init_from") or cfg.finetune.model_path))
     glue = GLUE_TASKS.get(task)  # None: SQuAD

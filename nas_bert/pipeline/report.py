@@ -11,10 +11,10 @@ from typing import Any
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from nas_bert.pipeline.step_times import time_by_part
+from nas_bert.reports.finetune_summary import loyalty, task_score
+from nas_bert.reports.study import log_report, model_summary, write_summary
 from nas_bert.stages.common import instantiate_group
-from nas_bert.stages.step_times import time_by_part
-from nas_bert.stages.study_report import log_report, model_summary, write_summary
-from nas_bert.stages.summary import loyalty, task_score
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def measured_latency_ms(paths: dict[str, str], batch_size: int, seq_len: int, mi
     from transformers import AutoModel
 
     import nas_bert.modeling  # noqa: F401  (registers the NAS-BERT Auto classes)
-    from nas_bert.search.baselines import forward_call, latencies_ms
+    from nas_bert.nas.baselines import forward_call, latencies_ms
     from nas_bert.teacher import resolve_model_path
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

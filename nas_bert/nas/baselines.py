@@ -16,7 +16,7 @@ import torch
 from nas_bert.arch import Arch
 from nas_bert.encoder import StudentEncoder, encoder_params
 from nas_bert.modeling.students import uniform_arch
-from nas_bert.search.latency import time_calls
+from nas_bert.nas.timing import time_calls
 
 
 class BaselineError(ValueError):

@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from nas_bert.stages.step_times import PartTime
-from nas_bert.stages.summary import GLUE_ORDER, markdown
+from nas_bert.pipeline.step_times import PartTime
+from nas_bert.reports.finetune_summary import GLUE_ORDER, markdown
 
 ROLES = ("teacher", "searched", "equal_params", "equal_latency")
 BASELINES = ("equal_params", "equal_latency")

@@ -7,8 +7,8 @@ with size, with noise). Times the selection of the k best models under the paper
 (5M / 10M / 30M / 60M parameters, embeddings included) plus one latency budget, best of
 `--repeats`, and prints Markdown. Latency-predictor benchmarks live in a separate file.
 
-    python benchmarks/search.py                          # N=4 and N=3, M=100, k=100
-    python benchmarks/search.py --blocks 4 --candidates 100 --k 100 --repeats 3 --json out.json
+    python benchmarks/selection.py                          # N=4 and N=3, M=100, k=100
+    python benchmarks/selection.py --blocks 4 --candidates 100 --k 100 --repeats 3 --json out.json
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from nas_bert.search.latency import cpu_model
-from nas_bert.search.selection import BlockTable, Budget, CouplingCosts, Selection, top_k_per_budget
+from nas_bert.nas.selection import BlockTable, Budget, CouplingCosts, Selection
+from nas_bert.nas.timing import cpu_model
+from nas_bert.nas.top_k import top_k_per_budget
 from nas_bert.space import SearchSpace, projection_flops, projection_params
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "space"

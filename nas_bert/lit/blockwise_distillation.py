@@ -19,8 +19,8 @@ import torch
 from nas_bert.arch import Arch, ArchitectureError, BlockArch
 from nas_bert.distill import masked_mse
 from nas_bert.lit.optim import configure_optimization
+from nas_bert.nas.supernet import Supernet
 from nas_bert.space import SearchSpace
-from nas_bert.supernet import Supernet
 from nas_bert.teacher import FrozenTeacher
 from nas_bert.utils.batch import SUMMARY_SEQ_LEN
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from nas_bert.stages.study import latest_by_seed
-from nas_bert.stages.study_report import record_tasks
-from nas_bert.stages.summary import task_score
+from nas_bert.pipeline.report import latest_by_seed
+from nas_bert.reports.finetune_summary import task_score
+from nas_bert.reports.study import record_tasks
 
 COLUMNS = ("model", "form", "task", "seed", "score")
 QAT_NAME = re.compile(r"^(?P<model>.+)-(?P<form>w\d+a\d+)$")

@@ -14,8 +14,8 @@ from matplotlib.figure import Figure
 from rich.table import Table
 
 from nas_bert.arch import Arch
-from nas_bert.search.approximation import Ranked
-from nas_bert.search.selection import BlockTable, Budget, CouplingCosts
+from nas_bert.nas.approximation import Ranked
+from nas_bert.nas.selection import BlockTable, Budget, CouplingCosts
 from nas_bert.space import SearchSpace
 from nas_bert.utils import wide_console
 

@@ -1,1 +1,0 @@
-"""Stage 2: progressive shrinking, latency and loss lookup tables, multi-budget model selection."""
