@@ -10,7 +10,8 @@ model FLOP utilisation (achieved FLOP/s over the device's dense bf16 peak, state
 then the supernet step against the extracted path's step, the latency table's MAPE at batch 1 and 128 x 128,
 and student vs teacher vs equal-size baseline latency. Warm-up steps (compilation included) are never timed.
 Results are written after every section (suite.json, suite.md), so a later failure keeps the earlier ones; a
-section that would start past `--budget-s` is skipped and says so.
+section that would start past `--budget-s` is skipped and says so. One file (about 420 lines) because it is
+one script carried to a GPU machine and run in one prepared call.
 
     python benchmarks/gpu_suite.py --out results/                    # one H100/H200, about 5 minutes
     python benchmarks/gpu_suite.py --smoke --out /tmp/smoke          # the same code on CPU, tiny sizes

@@ -18,7 +18,8 @@ conf/experiment/finetune_glue.yaml, conf/trainer/default.yaml):
     LayerNorms not decayed), 50 linear warm-up steps then linear decay to 0, gradient clipping 1.0,
     3 epochs, batch 32 per device (evaluation too), max length 128, fp32 (`--bf16`: bf16 autocast as
     conf/trainer/gpu.yaml), seed = the run seed (`--seeds`), training batches grouped by length (Trainer's
-    `train_sampling_strategy="group_by_length"`, as the project's `data.group_by_length`; `--no-group-by-length` for plain shuffling).
+    `train_sampling_strategy="group_by_length"`, as the project's `data.group_by_length`; `--no-group-by-length`
+    for plain shuffling).
 The dev set is evaluated whole after every epoch. Scores are GLUE x100: accuracy (RTE, SST-2), mean of
 F1 and accuracy (MRPC), mean of Pearson and Spearman (STS-B), Matthews correlation (CoLA), computed with
 scikit-learn / scipy. `score_best` is the best epoch (what the project's summary reports), `score_final`

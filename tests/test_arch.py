@@ -19,7 +19,8 @@ def test_save_load_round_trip(tmp_path, suffix):
     arch = example()
     loaded = Arch.load(arch.save(tmp_path / f"arch{suffix}"))
     assert loaded == arch
-    assert loaded.layers == ["mha_128", "ffn_128", "sepconv5_128", "identity"] + ["ffn_256", "mha_256", "ffn_256", "ffn_256"]
+    assert loaded.layers == ["mha_128", "ffn_128", "sepconv5_128", "identity",
+                             "ffn_256", "mha_256", "ffn_256", "ffn_256"]
 
 
 def test_ops_with_width_suffix_are_accepted():

@@ -61,7 +61,8 @@ def test_an_old_search_run_is_selected_from_and_its_recipe_reruns(tmp_path, tiny
              f"search.latency.dir={cache_dir}/latency", f"data.cache_dir={cache_dir}/datasets",
              f"data.train_files={sample}/wiki.test.raw.gz", f"data.validation_files={sample}/wiki.valid.raw.gz"]
     run_stage(run_search, "config", tmp_path / "rerun", *moved, config_dir=old)
-    assert sorted(p.stem for p in (tmp_path / "rerun" / "architectures").glob("*.yaml")) == ["debug_40pct", "debug_90pct"]
+    rerun = sorted(p.stem for p in (tmp_path / "rerun" / "architectures").glob("*.yaml"))
+    assert rerun == ["debug_40pct", "debug_90pct"]
     # the new code selects from the old supernet checkpoint
     run_stage(run_search, "search", tmp_path / "reselect", "space=tiny", "debug=fast", "logger=csv", TINY_BUDGETS,
               f"teacher.name_or_path={tiny_teacher_dir}", f"paths.cache_dir={cache_dir}", f"search.select_from={old}")

@@ -84,7 +84,8 @@ def test_every_corpus_instantiates(tmp_path, corpus):
                          + [("squad", o) for o in names("data/squad")])
 def test_every_finetuning_data_config_instantiates(tmp_path, group, option):
     local = {"local": f"data.data_dir={GLUE}", "local_dev_split": f"data.validation_file={SQUAD}"}
-    overrides = [f"experiment=finetune_{group}", f"data/{group}={option}", *([local[option]] if option in local else [])]
+    overrides = [f"experiment=finetune_{group}", f"data/{group}={option}",
+                 *([local[option]] if option in local else [])]
     data = build(config(tmp_path, *overrides, name="train").data)
     assert isinstance(data, GlueDataModule if group == "glue" else SquadDataModule)
     assert data.batch_size == 4

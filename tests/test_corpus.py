@@ -1,7 +1,8 @@
 """Tests of the pre-training corpus DataModule (nas_bert/data/corpus.py, gutenberg.py) and its configs.
 
 Uses only the fixtures in tests/fixtures/corpus, the bundled sample in data/corpus and the offline
-MiniLM tokenizer; every cache goes to tmp_path.
+MiniLM tokenizer; every cache goes to tmp_path. One module for one DataModule (its size is the sources,
+packing, resume and errors it covers).
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ def test_strip_gutenberg_lines():
         "By noon the river had risen and the wheel turned faster than ever.",
     ]
     assert strip_gutenberg_lines("no markers\nat all") == ["no markers", "at all"]
-    legacy = "Header\n*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.04.29.93*END*\nBody\nEnd of the Project Gutenberg Etext of X\nfooter"
+    legacy = ("Header\n*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.04.29.93*END*\nBody\n"
+              "End of the Project Gutenberg Etext of X\nfooter")
     assert strip_gutenberg_lines(legacy) == ["Body"]
 
 

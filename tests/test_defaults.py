@@ -16,7 +16,8 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 # A dict argument whose keys are the keyword arguments of another callable.
-KWARGS_OF = {("nas_bert.lit.PretrainDistillation", "intermediate"): "nas_bert.distill.intermediate.IntermediateDistillation"}
+KWARGS_OF = {
+    ("nas_bert.lit.PretrainDistillation", "intermediate"): "nas_bert.distill.intermediate.IntermediateDistillation"}
 # The values a config file deliberately sets apart from the class (file -> keys; "*": every key of a preset).
 RECIPE_CHANGES = {
     "space/minilm.yaml": "*",  # presets: each file is one search space; the class's defaults are the paper's

@@ -12,8 +12,9 @@ from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceCl
 
 from nas_bert.data.glue import GlueDataModule
 from nas_bert.data.squad import SquadDataModule
+from nas_bert.distill.logit_cache import TeacherLogitCache
 from nas_bert.lit import GlueFineTuning, SquadFineTuning
-from nas_bert.lit.finetune import TeacherLogitCache, task_kd_loss
+from nas_bert.lit.finetune import task_kd_loss
 from nas_bert.stages.finetune import final_metrics, load_task_model
 from nas_bert.teacher import FrozenTeacher
 

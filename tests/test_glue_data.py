@@ -2,6 +2,7 @@
 
 Uses only tests/fixtures/glue (real GLUE slices and hand-written format samples, see its README), the
 offline MiniLM tokenizer and tmp_path caches; the Hub path is exercised with a stand-in ``load_dataset``.
+One module for one DataModule (its size is the nine tasks' formats and the errors a user meets).
 """
 
 from __future__ import annotations

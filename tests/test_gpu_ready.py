@@ -133,7 +133,8 @@ def test_the_kit_packs_the_gpu_study_data_and_runs_the_study_on_the_kit_teacher(
     assert packed["books"] == 2 and (tmp_path / "kit" / "glue.tar.gz").is_file()  # 0.8 of 1.2 MiB fit
     command = modules["run"].study_command(Path("/kit/teacher"), tmp_path / "study")
     assert "+pipeline=gpu_study" in command and "teacher.name_or_path=/kit/teacher" in command
-    assert command[-1].startswith("pipeline.common=[trainer=gpu,") and "teacher.name_or_path=/kit/teacher" in command[-1]
+    assert command[-1].startswith("pipeline.common=[trainer=gpu,")
+    assert "teacher.name_or_path=/kit/teacher" in command[-1]
 
 
 def test_masks_drawn_on_cpu_are_unchanged():

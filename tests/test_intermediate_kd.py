@@ -129,7 +129,8 @@ def test_terms_are_logged_and_trained(weights, teacher):
 
 def test_off_by_default_for_the_prediction_objective_and_hooks_are_removed(teacher):
     student = build_student(ARCH, vocab_size=100, max_positions=64, head_dim=16)
-    module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.Adam, lr=1e-3), objective="prediction")
+    module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.Adam, lr=1e-3),
+                                  objective="prediction")
     assert module.intermediate is None and set(module.losses(batch())) == {"loss", "mlm", "kd"}
     module = PretrainDistillation(student, teacher, optimizer=partial(torch.optim.Adam, lr=1e-3),
                                   objective="prediction", intermediate={"minilm_weight": 1.0})

@@ -51,7 +51,8 @@ def test_pipeline_chains_every_stage_and_skips_finished_steps(tmp_path, tiny_tea
         assert float(row["latency_ms"]) > 0 and int(row["flops"]) > 0 and row["task"] == "rte"
         assert 0 <= float(row["score"]) <= 100
     assert int(rows["nas-bert-debug_40pct"]["params"]) < int(rows["teacher"]["params"])
-    assert rows["nas-bert-debug_40pct"]["role"] == "searched" and rows["nas-bert-debug_40pct"]["budget"] == "debug_40pct"
+    student = rows["nas-bert-debug_40pct"]
+    assert student["role"] == "searched" and student["budget"] == "debug_40pct"
     assert (pipe / "score_vs_latency.png").is_file() and (pipe / "task_scores.png").is_file()
     assert list(pipe.glob("wandb/offline-run-*"))  # the summary table's W&B run
     search = yaml.safe_load((pipe / "search" / "config.yaml").read_text())

@@ -3,7 +3,8 @@ and its configs.
 
 Uses only tests/fixtures/squad (a real SQuAD v1.1 dev sample and a hand-written v2.0 sample) and the offline
 MiniLM tokenizer; every cache goes to tmp_path. Gold logits (a spike at the gold answer's first and last
-token) must post-process back to the gold answers.
+token) must post-process back to the gold answers. One module for the SQuAD data path end to end (its size is
+the two versions, the windows and the post-processing).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from nas_bert.data.squad import (
     prepare_train_features,
     split_by_article,
 )
-from nas_bert.metrics.squad_postprocess import postprocess_predictions
+from nas_bert.metrics.squad_postprocess import postprocess_predictions, squad_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).resolve().parent / "fixtures" / "squad"
@@ -427,13 +428,18 @@ def test_datamodule_batches(tmp_path):
     assert dm.eval_features.format["type"] is None  # the raw view keeps None offsets
 
 
+def answers(dm: SquadDataModule, feature_idx, start, end):
+    """The evaluation's answers from logits, read as fine-tuning reads them (`squad_predictions`)."""
+    return squad_predictions(dm.eval_examples, dm.eval_features, dm.answer_settings, feature_idx, start, end)
+
+
 def test_setup_required_before_dataloaders():
     dm = SquadDataModule(tokenizer=TOKENIZER, validation_file=str(V1), split_validation_for_training=True)
     assert dm.train_dataset is None and dm.eval_features is None
     with pytest.raises(RuntimeError, match="setup"):
         dm.train_dataloader()
     with pytest.raises(RuntimeError, match="setup"):
-        dm.predictions([0], np.zeros((1, 64)), np.zeros((1, 64)))
+        answers(dm, [0], np.zeros((1, 64)), np.zeros((1, 64)))
 
 
 def test_validate_stage_builds_only_the_eval_split(tmp_path):
@@ -455,7 +461,8 @@ def test_predictions_from_gathered_ddp_outputs(tmp_path):
     if len(order) % 2:
         order = np.append(order, 3)
     idx = torch.as_tensor(order).reshape(2, -1)  # (world, N)
-    out = dm.predictions(idx, torch.as_tensor(start[order]).reshape(2, -1, 64), torch.as_tensor(end[order]).reshape(2, -1, 64))
+    out = answers(dm, idx, torch.as_tensor(start[order]).reshape(2, -1, 64),
+                  torch.as_tensor(end[order]).reshape(2, -1, 64))
     ids = list(dm.eval_examples["id"])
     assert [p["id"] for p in out.preds] == [t["id"] for t in out.target] == ids
     assert out.null_odds is None and out.gold_answers[ids[0]] == dm.eval_examples[0]["answers"]["text"]
@@ -463,17 +470,17 @@ def test_predictions_from_gathered_ddp_outputs(tmp_path):
     assert scores["exact_match"].item() == pytest.approx(100.0) and scores["f1"].item() == pytest.approx(100.0)
 
     # a partial run (e.g. limit_val_batches) scores only the examples whose features are all there
-    partial = dm.predictions(torch.arange(n - 1), torch.as_tensor(start[:-1]), torch.as_tensor(end[:-1]))
+    partial = answers(dm, torch.arange(n - 1), torch.as_tensor(start[:-1]), torch.as_tensor(end[:-1]))
     assert [p["id"] for p in partial.preds] == ids[:-1]
     with pytest.raises(ValueError, match="rows of eval_features"):
-        dm.predictions(torch.tensor([n]), torch.zeros(1, 64), torch.zeros(1, 64))
+        answers(dm, torch.tensor([n]), torch.zeros(1, 64), torch.zeros(1, 64))
 
 
 def test_v2_datamodule_predictions(tmp_path):
     dm = make(tmp_path, version="2.0", train_file=str(V2), validation_file=str(V2))
     assert dm.version_2
     start, end = gold_logits(dm.eval_examples[:], dm.eval_features[:])
-    out = dm.predictions(np.arange(len(start)), start, end)
+    out = answers(dm, np.arange(len(start)), start, end)
     impossible = {r["id"] for r in dm.eval_examples if not r["answers"]["text"]}
     assert len(impossible) == 5 and set(out.null_odds) == {p["id"] for p in out.preds}
     for pred, target in zip(out.preds, out.target):

@@ -207,7 +207,8 @@ def test_the_quantization_report_sets_every_form_beside_fp32(tmp_path):
     folder = tmp_path / "quantization"
     folder.mkdir()
     ptq = [{"model": "nas", "task": t, "seed": s, "form": form, "score": base + s - drop}
-           for t, base in (("rte", 60.0), ("mrpc", 80.0)) for s in (0, 1) for form, drop in (("fp32", 0), ("int8_torch", 1))]
+           for t, base in (("rte", 60.0), ("mrpc", 80.0)) for s in (0, 1)
+           for form, drop in (("fp32", 0), ("int8_torch", 1))]
     stale = {**ptq[0], "score": 0.0}
     (folder / "ptq.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [stale, *ptq]))  # the last row counts
     qat = [{"model": "nas-w4a8", "task": t, "seed": s, "best": {f"glue/{t}/combined_score": (base + s - 2) / 100}}

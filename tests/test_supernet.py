@@ -43,7 +43,8 @@ def test_extracted_path_equals_supernet_path(net, tiny_space, seed):
 
 
 def test_extract_copies_only_the_path(net, tiny_space):
-    arch = Arch(blocks=(BlockArch(16, ("mha", "identity")), BlockArch(32, ("ffn", "sepconv3")), BlockArch(16, ("ffn", "ffn"))))
+    arch = Arch(blocks=(BlockArch(16, ("mha", "identity")), BlockArch(32, ("ffn", "sepconv3")),
+                        BlockArch(16, ("ffn", "ffn"))))
     stack = net.extract(arch)
     expected = sum(
         tiny_space.block_params(b) + projection_params(WIDTH, b.hidden) + projection_params(b.hidden, WIDTH)

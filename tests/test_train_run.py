@@ -56,7 +56,8 @@ def test_pretraining_exports_a_model_that_loads_with_from_pretrained(outputs, st
     model = AutoModelForMaskedLM.from_pretrained(run / "model")
     tokenizer = AutoTokenizer.from_pretrained(run / "model")
     arch = Arch.load(outputs / "search" / "latest" / "architectures" / "debug_40pct.yaml")
-    assert sum(p.numel() for p in model.nas_bert.parameters()) == encoder_params(arch, 30522, 128) == arch.meta["params"]
+    params = sum(p.numel() for p in model.nas_bert.parameters())
+    assert params == encoder_params(arch, 30522, 128) == arch.meta["params"]
     assert model(**tokenizer(["a compressed model"], return_tensors="pt")).logits.shape[-1] == len(tokenizer)
     card = ModelCard.load(run / "model" / "README.md")  # written from the run's records
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "fill-mask"
@@ -80,7 +81,8 @@ def test_the_default_inherits_the_supernet_and_distils_representations_for_a_tok
     init = json.loads((run / "student_init.json").read_text())
     arch = Arch.load(outputs / "search" / "latest" / "architectures" / "debug_40pct.yaml")
     assert init["init"] == "supernet" and init["ops"] == sum(b.depth for b in arch.blocks)
-    assert Path(init["checkpoint"]).resolve() == (outputs / "search" / "runs" / "a" / "checkpoints" / "last.ckpt").resolve()
+    supernet = outputs / "search" / "runs" / "a" / "checkpoints" / "last.ckpt"
+    assert Path(init["checkpoint"]).resolve() == supernet.resolve()
     rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
     steps = [int(r["step"]) for r in rows if r.get("train/loss")]
     assert max(steps) == 3 and any(r.get("train/embedding") for r in rows) and not any(r.get("train/mlm") for r in rows)

@@ -174,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         install_wheels(args.kit / WHEELS, work / "site")
     except subprocess.CalledProcessError as err:
-        report["steps"]["check"] = {"rc": 2, "detail": f"the kit's wheels did not install (pip rc {err.returncode}; "
-                                                       f"they are for Python 3.12, this is {platform.python_version()})"}
+        detail = (f"the kit's wheels did not install (pip rc {err.returncode}; they are for Python 3.12, this is "
+                  f"{platform.python_version()})")
+        report["steps"]["check"] = {"rc": 2, "detail": detail}
         write_report(args.out, report)
         print(f"error: {report['steps']['check']['detail']}", file=sys.stderr)
         return 2

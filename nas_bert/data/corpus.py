@@ -1,5 +1,8 @@
 """Pre-training corpus DataModule: local text files or a Hub dataset -> tokenized -> packed fixed-length
 ``[CLS] ... [SEP]`` sequences for MLM pre-training / distillation (masking is left to the collator).
+
+Its size (about 400 lines) is one pipeline's: the sources (files or Hub, with their errors), cleaning,
+tokenizing, packing, the validation split and its cached fingerprints only make sense together.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import datasets
-import lightning as L
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,13 +20,12 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 from transformers import PreTrainedTokenizerBase
 
+from nas_bert.data.base import TokenizedDataModule
 from nas_bert.data.common import (
     MIN_SEQ_LEN,
     check_max_seq_length,
-    check_positive,
     digest,
     load_hub_dataset,
-    load_tokenizer,
     resolve_files,
     tokenizer_fingerprint,
 )
@@ -83,7 +84,7 @@ def _as_list(value: str | Sequence[str] | None) -> list[str]:
     return [os.fspath(v) for v in value]
 
 
-class CorpusDataModule(L.LightningDataModule):
+class CorpusDataModule(TokenizedDataModule):
     """Packed fixed-length sequences from a text corpus for BERT pre-training / distillation.
 
     Pipeline: read lines (local ``.txt`` / ``.raw`` / ``.gz`` files, or a Hub dataset) -> optional Project
@@ -148,8 +149,6 @@ class CorpusDataModule(L.LightningDataModule):
         seed: int = 0,
         collator: Callable[[list[dict[str, torch.Tensor]]], Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["collator"], logger=False)
         train_patterns, val_patterns = _as_list(train_files), _as_list(validation_files)
         local = bool(train_patterns or val_patterns)
         if local and hub_dataset:
@@ -171,36 +170,22 @@ class CorpusDataModule(L.LightningDataModule):
             )
         if not 0.0 <= validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
-        check_positive("batch_size", batch_size)
-        check_positive("eval_batch_size", eval_batch_size)
-        check_positive("max_train_samples", max_train_samples, null_means="no limit")
-        check_positive("max_eval_samples", max_eval_samples, null_means="no limit")
-
-        self._tokenizer = load_tokenizer(tokenizer)
+        super().__init__(tokenizer, batch_size, eval_batch_size, num_workers, cache_dir, max_train_samples,
+                         max_eval_samples, seed, no_limit="no limit")
+        self.save_hyperparameters(ignore=["collator"], logger=False)
         self._max_seq_length = check_max_seq_length(max_seq_length, self._tokenizer)
 
         self.train_files = resolve_files(train_patterns, "train_files") if local else []
         self.validation_files = resolve_files(val_patterns, "validation_files") if local else []
         self.hub_dataset, self.hub_config, self.text_column = hub_dataset, hub_config, text_column
         self.validation_fraction = float(validation_fraction)
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers = int(num_workers)
         self.num_proc = num_proc
-        self.cache_dir = os.path.expanduser(cache_dir) if cache_dir else None
         self.strip_gutenberg_boilerplate = bool(strip_gutenberg_boilerplate)
-        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
-        self.seed = int(seed)
         self.collator = collator
         self._train_dataset: datasets.Dataset | None = None
         self._val_dataset: datasets.Dataset | None = None
 
     # ------------------------------------------------------------------ public read-only state
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        """The fast tokenizer used for the corpus."""
-        return self._tokenizer
-
     @property
     def max_seq_length(self) -> int:
         """Tokens per packed sequence, ``[CLS]`` and ``[SEP]`` included."""

@@ -1,6 +1,7 @@
 """Distillation losses."""
 
 from nas_bert.distill.losses import (
+    check_kd_mix,
     masked_cosine,
     masked_mse,
     mean_pool,
@@ -8,4 +9,4 @@ from nas_bert.distill.losses import (
     soft_cross_entropy,
 )
 
-__all__ = ["masked_cosine", "masked_mse", "mean_pool", "prediction_kd_loss", "soft_cross_entropy"]
+__all__ = ["check_kd_mix", "masked_cosine", "masked_mse", "mean_pool", "prediction_kd_loss", "soft_cross_entropy"]

@@ -178,7 +178,8 @@ class IntermediateDistillation(nn.Module):
     def __init__(self, arch: Arch, teacher_hidden: int, teacher_layers: int, teacher_heads: int,
                  hidden_weight: float = 1.0, attention_weight: float = 0.0, minilm_weight: float = 0.0,
                  relation_heads: int | None = None, last_boundary_weight: float = 1.0, hidden_loss: str = RELATION,
-                 embedding_weight: float = 1.0, embedding_loss: str = RELATION, minilm_layer: int | None = None) -> None:
+                 embedding_weight: float = 1.0, embedding_loss: str = RELATION,
+                 minilm_layer: int | None = None) -> None:
         super().__init__()
         if min(hidden_weight, attention_weight, minilm_weight, embedding_weight, last_boundary_weight) < 0:
             raise ValueError("representation / intermediate KD weights must be >= 0")
@@ -200,7 +201,8 @@ class IntermediateDistillation(nn.Module):
         widths = [arch.embed_size] + [block.hidden for block in arch.blocks]
         projected = (widths if hidden_weight and self.hidden_projected else
                      widths[-1:] if embedding_weight and self.embedding_projected else [])
-        self.projections = nn.ModuleList(nn.Linear(w, teacher_hidden) for w in projected)  # the last is the last boundary
+        # the last projection is the last boundary's
+        self.projections = nn.ModuleList(nn.Linear(w, teacher_hidden) for w in projected)
         mha_blocks = [n for n, block in enumerate(arch.blocks) for op in block.ops if op == MHA]
         if (attention_weight or minilm_weight) and not mha_blocks:
             raise ArchitectureError(

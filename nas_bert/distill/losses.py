@@ -38,6 +38,12 @@ def mean_pool(states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.T
     return (states.float() * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
+def check_kd_mix(kd_weight: float, temperature: float) -> None:
+    """ValueError unless the KD share of a loss is in [0, 1] and the softmax temperature is positive."""
+    if not 0.0 <= kd_weight <= 1.0 or temperature <= 0:
+        raise ValueError(f"kd_weight must be in [0, 1] and temperature > 0, got {kd_weight}, {temperature}")
+
+
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
                        mask: torch.Tensor | None = None) -> torch.Tensor:
     """T^2 * KL(teacher || student) of the softened distributions, averaged over the selected positions.

@@ -5,15 +5,16 @@ loss = (1 - lambda) * task loss + lambda * KD, KD = T^2 * KL(teacher || student)
 logits are computed on the fly and kept by split and example index, so each example is run through the
 teacher once (the cache: training logits for KD, validation logits for loyalty). With `teacher_logits_file`
 the complete splits are saved (training after the first epoch, validation after the first evaluation) and
-read by later runs on the same data (every seed and student of a study). Without a teacher, plain
+read by later runs on the same data (every seed and student of a study; `nas_bert.distill.logit_cache`). Without a
+teacher, plain
 fine-tuning.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,66 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_bert.distill import soft_cross_entropy
+from nas_bert.distill import check_kd_mix, soft_cross_entropy
+from nas_bert.distill.logit_cache import TeacherLogitCache, load_teacher_logits, save_teacher_logits
 from nas_bert.lit.compile import compile_in_place, compile_options
 from nas_bert.lit.optim import configure_optimization, weight_decay_groups
 from nas_bert.teacher import FrozenTeacher
+from nas_bert.utils.batch import model_inputs
 
 log = logging.getLogger(__name__)
 Batch = dict[str, torch.Tensor]
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-class TeacherLogitCache:
-    """Teacher logits by example index (rows of NaN until computed): each example runs through the teacher once.
-
-    Once every training example has its row (`full`: after the first epoch, or read from a file), a look-up is
-    plain indexing on the batch's device, with no check that would synchronise host and device."""
-
-    def __init__(self) -> None:
-        self.rows: torch.Tensor | None = None  # (N, ...) float32: on the CPU, once full on the batches' device
-        self.full = False
-
-    def lookup(self, idx: torch.Tensor, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """Cached rows for idx (B,), computing the batch (B, ...) when any row is missing."""
-        if self.full:
-            self.rows = self.rows.to(idx.device, non_blocking=True)  # moved once (a no-op after)
-            return self.rows[idx]
-        if self.rows is not None and int(idx.max()) < len(self.rows):
-            rows = self.rows[idx.cpu()]
-            if not torch.isnan(rows).any():
-                return rows.to(idx.device)
-        fresh = compute().float()
-        size = max(int(idx.max()) + 1, 0 if self.rows is None else len(self.rows))
-        if self.rows is None or size > len(self.rows):
-            grown = torch.full((size, *fresh.shape[1:]), float("nan"))
-            if self.rows is not None:
-                grown[: len(self.rows)] = self.rows
-            self.rows = grown
-        self.rows[idx.cpu()] = fresh.detach().cpu()
-        return fresh
-
-    def complete(self, indices: torch.Tensor) -> bool:
-        """Whether every example of `indices` (N,) has its logits; if so, later look-ups skip the check."""
-        self.full = (self.rows is not None and int(indices.max()) < len(self.rows)
-                     and not torch.isnan(self.rows[indices]).any())
-        return self.full
-
-
-def save_teacher_logits(path: Path, caches: dict[str, TeacherLogitCache]) -> None:
-    """{split: rows (N, ...)} of complete caches in one file (a run killed while saving leaves no partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")  # runs side by side never write into one file
-    torch.save({split: cache.rows for split, cache in caches.items()}, temporary)
-    temporary.replace(path)
-
-
-def load_teacher_logits(path: Path, caches: dict[str, TeacherLogitCache]) -> list[str]:
-    """Fills `caches` from a file of `save_teacher_logits` (its splits were saved complete); the splits read."""
-    saved = torch.load(path, weights_only=True)
-    for split in saved.keys() & caches.keys():
-        caches[split].rows, caches[split].full = saved[split], True
-    return sorted(saved.keys() & caches.keys())
 
 
 def task_kd_loss(student: torch.Tensor, teacher: torch.Tensor, regression: bool, temperature: float) -> torch.Tensor:
@@ -105,8 +55,7 @@ class TaskDistillation(L.LightningModule):
         learns slowly at the encoder's rate). `compile`: torch.compile the model (and the teacher) when fitting
         starts (true, or a dict of torch.compile arguments); None = eager."""
         super().__init__()
-        if not 0.0 <= kd_weight <= 1.0 or temperature <= 0:
-            raise ValueError(f"kd_weight must be in [0, 1] and temperature > 0, got {kd_weight}, {temperature}")
+        check_kd_mix(kd_weight, temperature)
         self.save_hyperparameters(ignore=["model", "teacher", "optimizer", "scheduler"], logger=False)
         # from_pretrained returns models in eval mode, and Lightning keeps a module's mode: dropout on
         self.model, self.teacher = model.train(), teacher
@@ -122,6 +71,14 @@ class TaskDistillation(L.LightningModule):
             raise ValueError(f"head_lr_scale must be > 0, got {head_lr_scale}")
         self.head_lr_scale = head_lr_scale
         self.compile_options = compile_options(compile)
+        self.best: dict[str, float] = {}  # the best value so far of every evaluation metric
+
+    def log_best(self, tag: str, value: float) -> None:
+        """Logs `val/<tag>` and, outside the sanity check, the best value so far as `best/<tag>` (higher is better)."""
+        self.log(f"val/{tag}", value, sync_dist=False)  # evaluation metrics are gathered already: equal on all ranks
+        if not self.trainer.sanity_checking:
+            self.best[tag] = max(self.best.get(tag, float("-inf")), value)
+            self.log(f"best/{tag}", self.best[tag])
 
     def on_fit_start(self) -> None:
         if self.compile_options is not None:
@@ -167,7 +124,7 @@ class TaskDistillation(L.LightningModule):
 
     def run_teacher(self, batch: Batch) -> Any:
         """The teacher's output on the batch's inputs (no grad, on the batch's device)."""
-        return self.teacher(**{k: batch[k] for k in INPUTS if k in batch})
+        return self.teacher(**model_inputs(batch))
 
     def configure_optimizers(self) -> dict[str, Any]:
         groups = None
@@ -205,10 +162,9 @@ class GlueFineTuning(TaskDistillation):
         if self.teacher_cache is not None:
             self.eval_teacher_caches = [TeacherLogitCache() for _ in self.eval_names]
         self.regression = self.metrics[0].is_regression
-        self.best: dict[str, float] = {}
 
     def logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out = self.model(**{k: batch[k] for k in INPUTS if k in batch}, labels=batch.get("labels"))
+        out = self.model(**model_inputs(batch), labels=batch.get("labels"))
         return out.logits, out.loss  # (B, C), task loss (CE or MSE)
 
     def teacher_logits(self, batch: Batch, train: bool, dataloader_idx: int = 0) -> torch.Tensor:
@@ -246,11 +202,10 @@ class GlueFineTuning(TaskDistillation):
             metric.reset()
             scores.append(values["combined_score"])
             for key, value in values.items():
-                tag = f"glue/{name}/{key}"
-                self.log(f"val/{tag}", float(value), sync_dist=False)  # already gathered: equal on all ranks
-                if key != "num_examples" and not self.trainer.sanity_checking:
-                    self.best[tag] = max(self.best.get(tag, float("-inf")), float(value))
-                    self.log(f"best/{tag}", self.best[tag])
+                if key == "num_examples":
+                    self.log(f"val/glue/{name}/{key}", float(value), sync_dist=False)
+                else:
+                    self.log_best(f"glue/{name}/{key}", float(value))
         self.log("val/score", sum(scores) / len(scores), prog_bar=True)
         if self.teacher is not None and not self.trainer.sanity_checking:
             self.keep_teacher_logits()
@@ -266,10 +221,10 @@ class SquadFineTuning(TaskDistillation):
     """Span extraction (SQuAD v1.1 / v2.0): start/end CE, KD on both distributions over tokens.
 
     Evaluation gathers every feature's logits once (by `feature_idx`), post-processes them into answers
-    with the DataModule (n-best, max answer length, v2 null threshold) and logs `val/squad/exact_match`,
-    `val/squad/f1` (v2 also HasAns_/NoAns_), best values as `best/squad/...`, and with a teacher its
-    loyalty: `label_loyalty` (share of identical normalised answers) and `f1_loyalty` (F1 of the student's
-    answer against the teacher's).
+    (`metrics.squad_postprocess`, with the DataModule's n-best, max answer length, v2 null threshold) and logs
+    `val/squad/exact_match`, `val/squad/f1` (v2 also HasAns_/NoAns_), best values as `best/squad/...`, and with a
+    teacher its loyalty: `label_loyalty` (share of identical normalised answers) and `f1_loyalty` (F1 of the
+    student's answer against the teacher's).
     """
 
     def __init__(self, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
@@ -283,10 +238,9 @@ class SquadFineTuning(TaskDistillation):
 
         fields = ("start_logits", "end_logits") + (("teacher_start", "teacher_end") if teacher is not None else ())
         self.features = DedupMetric(fields)
-        self.best: dict[str, float] = {}
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        out = self.model(**{k: batch[k] for k in INPUTS if k in batch}, start_positions=batch["start_positions"],
+        out = self.model(**model_inputs(batch), start_positions=batch["start_positions"],
                          end_positions=batch["end_positions"])
         loss = out.loss
         if self.teacher is not None and self.kd_weight > 0:
@@ -299,7 +253,7 @@ class SquadFineTuning(TaskDistillation):
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        out = self.model(**{k: batch[k] for k in INPUTS if k in batch})
+        out = self.model(**model_inputs(batch))
         rows = {"start_logits": out.start_logits, "end_logits": out.end_logits}  # (B, T) each
         if self.teacher is not None:
             teacher = self.run_teacher(batch)
@@ -308,21 +262,24 @@ class SquadFineTuning(TaskDistillation):
 
     def on_validation_epoch_end(self) -> None:
         from nas_bert.metrics import squad_scores
+        from nas_bert.metrics.squad_postprocess import squad_predictions
 
         rows = self.features.compute()  # every feature once, gathered from all ranks
         self.features.reset()
-        datamodule = self.trainer.datamodule
-        result = datamodule.predictions(rows["idx"], rows["start_logits"], rows["end_logits"])
+        data = self.trainer.datamodule
+        answers_of = partial(squad_predictions, data.eval_examples, data.eval_features, data.answer_settings,
+                             rows["idx"])
+        result = answers_of(rows["start_logits"], rows["end_logits"])
         answers = {p["id"]: p["prediction_text"] for p in result.preds}
-        values = squad_scores(answers, result.gold_answers, version_2=datamodule.version_2)
+        values = squad_scores(answers, result.gold_answers, version_2=data.answer_settings.version_2)
         if self.teacher is not None:
-            teacher = datamodule.predictions(rows["idx"], rows["teacher_start"], rows["teacher_end"])
+            teacher = answers_of(rows["teacher_start"], rows["teacher_end"])
             agreement = squad_scores(answers, {p["id"]: [p["prediction_text"]] for p in teacher.preds},
-                                     version_2=datamodule.version_2)
+                                     version_2=data.answer_settings.version_2)
             values |= {"label_loyalty": agreement["exact_match"] / 100, "f1_loyalty": agreement["f1"] / 100}
         for key, value in values.items():
-            self.log(f"val/squad/{key}", float(value))
-            if not self.trainer.sanity_checking and not key.endswith("total"):
-                self.best[f"squad/{key}"] = max(self.best.get(f"squad/{key}", float("-inf")), float(value))
-                self.log(f"best/squad/{key}", self.best[f"squad/{key}"])
+            if key.endswith("total"):
+                self.log(f"val/squad/{key}", float(value))
+            else:
+                self.log_best(f"squad/{key}", float(value))
         self.log("val/score", float(values["f1"]), prog_bar=True)

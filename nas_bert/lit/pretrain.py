@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from nas_bert.distill import prediction_kd_loss
+from nas_bert.distill import check_kd_mix, prediction_kd_loss
 from nas_bert.distill.intermediate import IntermediateDistillation, Recorder
 from nas_bert.distill.masking import TokenMasker
 from nas_bert.distill.state_cache import TeacherStateCache
@@ -29,12 +29,11 @@ from nas_bert.encoder import bert_flops, encoder_flops
 from nas_bert.lit.compile import MLM_HEADS, compile_in_place, compile_options
 from nas_bert.lit.optim import configure_optimization
 from nas_bert.teacher import FrozenTeacher
-from nas_bert.utils.batch import SUMMARY_SEQ_LEN
+from nas_bert.utils.batch import SUMMARY_SEQ_LEN, model_inputs
 
 log = logging.getLogger(__name__)
 Batch = dict[str, torch.Tensor]
 OBJECTIVES = ("prediction", "representation", "both")
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def masked_logits(model: nn.Module, inputs: Batch, masked: torch.Tensor,
@@ -101,8 +100,7 @@ class PretrainDistillation(L.LightningModule):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective={objective!r}: use one of {', '.join(OBJECTIVES)}")
-        if not 0.0 <= kd_weight <= 1.0 or temperature <= 0:
-            raise ValueError(f"kd_weight must be in [0, 1] and temperature > 0, got {kd_weight}, {temperature}")
+        check_kd_mix(kd_weight, temperature)
         self.save_hyperparameters(ignore=["student", "teacher", "optimizer", "scheduler", "masker"], logger=False)
         self.objective, self.masker = objective, masker
         self.compile_options = compile_options(compile)
@@ -177,7 +175,7 @@ class PretrainDistillation(L.LightningModule):
 
     def representation_losses(self, batch: Batch, train: bool) -> dict[str, torch.Tensor]:
         """The representation terms on unmasked inputs (the student's encoder only, no MLM head)."""
-        inputs = {k: batch[k] for k in INPUTS if k in batch}
+        inputs = model_inputs(batch)
         encoder = getattr(self.student, "base_model", self.student)
         with self.student_recorder.recording() as student_qkv:
             student_states = encoder(**inputs, output_hidden_states=True).hidden_states
@@ -188,7 +186,7 @@ class PretrainDistillation(L.LightningModule):
 
     def prediction_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The paper's loss on masked inputs, plus the representation / intermediate terms that are on."""
-        inputs = {k: batch[k] for k in INPUTS if k in batch}
+        inputs = model_inputs(batch)
         deep = self.intermediate is not None
         masked = batch["labels"] != -100  # (B, T)
         with self.student_recorder.recording() as student_qkv:

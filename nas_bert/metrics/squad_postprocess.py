@@ -1,6 +1,7 @@
 """SQuAD post-processing: gathered start / end logits of the evaluation features -> one answer string per
 question (best n-best span; for v2.0 the empty answer when the null score wins by more than a threshold).
 
+``squad_predictions`` is the whole step, on the DataModule's evaluation examples and features:
 ``unique_features`` and ``complete_examples`` first reduce DDP-gathered outputs to each feature once and to
 the examples whose features are all there; ``postprocess_predictions`` then picks the answers.
 """
@@ -9,14 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Any
+from typing import Any, NamedTuple
 
 import datasets
 import numpy as np
 import pyarrow.compute as pc
 import torch
 
-__all__ = ["complete_examples", "postprocess_predictions", "unique_features"]
+__all__ = ["AnswerSettings", "SquadPredictions", "complete_examples", "postprocess_predictions", "squad_predictions",
+           "unique_features"]
 
 log = logging.getLogger(__name__)
 
@@ -192,3 +194,49 @@ def postprocess_predictions(
                 text = ""
         predictions[example_id] = text
     return predictions, (null_odds if version_2 else None)
+
+
+class AnswerSettings(NamedTuple):
+    """How answers are read from span logits (the SQuAD DataModule's `answer_settings`)."""
+
+    version_2: bool  # v2.0: the empty answer may win
+    n_best: int  # top start and end tokens combined per feature
+    max_answer_length: int  # longest answer in tokens
+    null_score_diff_threshold: float  # v2.0: predict "" when null score - best span score exceeds this
+
+
+class SquadPredictions(NamedTuple):
+    """Predictions and references of `squad_predictions`, in the examples' order."""
+
+    preds: list[dict[str, str]]  # torchmetrics SQuAD preds: {"prediction_text", "id"}
+    target: list[dict[str, Any]]  # torchmetrics SQuAD target: {"answers": {"text", "answer_start"}, "id"}
+    gold_answers: dict[str, list[str]]  # official-style gold texts per id; [] = unanswerable (v2.0)
+    null_odds: dict[str, float] | None  # v2.0: null score - best span score per id; None for v1.1
+
+
+def squad_predictions(examples: datasets.Dataset | None, features: datasets.Dataset | None, settings: AnswerSettings,
+                      feature_idx: Any, start_logits: Any, end_logits: Any) -> SquadPredictions:
+    """Gathered evaluation outputs -> answers and references.
+
+    Args:
+        examples, features: the DataModule's `eval_examples` and `eval_features` (None before its setup).
+        feature_idx: (N,) (or (world, N), as from ``all_gather``) rows of `features`, in any order, duplicates
+            allowed.
+        start_logits, end_logits: (N, T) (or (world, N, T)) logits matching ``feature_idx``.
+
+    Examples with a feature missing from ``feature_idx`` (e.g. under ``limit_val_batches``) are left out with a
+    warning.
+    """
+    if features is None or examples is None:
+        raise RuntimeError("squad_predictions: no evaluation examples; call the SQuAD DataModule's setup() first")
+    idx, start, end = unique_features(feature_idx, start_logits, end_logits, len(features))
+    examples, features, keep = complete_examples(examples, features, idx)
+    texts, null_odds = postprocess_predictions(examples, features, start[keep], end[keep], **settings._asdict())
+    ids, answers = list(examples["id"]), list(examples["answers"])
+    return SquadPredictions(
+        preds=[{"prediction_text": texts[i], "id": i} for i in ids],
+        target=[{"answers": {"text": list(a["text"]), "answer_start": list(a["answer_start"])}, "id": i}
+                for i, a in zip(ids, answers)],
+        gold_answers={i: list(a["text"]) for i, a in zip(ids, answers)},
+        null_odds=null_odds,
+    )

@@ -1,6 +1,7 @@
 """Multi-budget model selection: the T best whole models under each budget, exactly, from per-block tables.
 
-`top_k_per_budget` finds, for several budgets at once, the k lowest-loss models among all M^N
+One algorithm, kept in one file (about 400 lines): its halves, tiles, bounds and running top-k only make sense
+together. `top_k_per_budget` finds, for several budgets at once, the k lowest-loss models among all M^N
 combinations exactly, without a Python loop over combinations: the blocks are split into two
 halves, each half is enumerated with numpy (10^4 rows for two blocks of 100), and the left x right
 cross join is scanned in tiles. Both halves are sorted by parameters, so a tile's cost and loss

@@ -12,21 +12,11 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from nas_bert.pipeline.step_times import time_by_part
-from nas_bert.reports.finetune_summary import loyalty, task_score
+from nas_bert.reports.finetune_summary import by_model_task_seed, latest_rows, loyalty, task_score
 from nas_bert.reports.study import log_report, model_summary, write_summary
 from nas_bert.stages.common import instantiate_group
 
 log = logging.getLogger(__name__)
-
-
-def latest_by_seed(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """The last result per (model, task, seed) of the JSON-lines results file."""
-    latest = {}
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        if line.strip():
-            row = json.loads(line)
-            latest[row["model"], row["task"], int(row.get("seed", 0))] = row
-    return latest
 
 
 def encoder_flops_of(model: Any, seq_len: int) -> int:
@@ -103,7 +93,7 @@ def write_report(cfg: DictConfig, out: Path, models: list[Any]) -> dict[str, flo
     """The report of every model with results on the pipeline's tasks; returns {"pipeline/<model>/avg": its
     average over those tasks, mean over seeds}."""
     lat = cfg.pipeline.latency
-    results = latest_by_seed(out / "finetune" / "results.jsonl")
+    results = latest_rows(out / "finetune" / "results.jsonl", by_model_task_seed)
     tasks = report_tasks(cfg.pipeline, results)
     results = {key: result for key, result in results.items() if key[1] in tasks}  # not an earlier setting's tasks
     trained = [m for m in models if any(name == m.name for name, _, _ in results)]

@@ -71,7 +71,8 @@ def composed(root: Path, config: str, overrides: list[str]) -> Iterator[DictConf
 
 
 def in_process_overrides(step: Step) -> tuple[str, list[str]]:
-    """(run folder, overrides) of `step` composed here: its `hydra.*` overrides dropped, the folder as paths.output_dir."""
+    """(run folder, overrides) of `step` composed here: its `hydra.*` overrides dropped, the folder as
+    paths.output_dir."""
     run_dir = next(o.split("=", 1)[1] for o in step.overrides if o.startswith("hydra.run.dir="))
     return run_dir, [o for o in step.overrides if not o.startswith("hydra.")] + [f"paths.output_dir={run_dir}"]
 

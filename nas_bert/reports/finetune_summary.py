@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +31,24 @@ def loyalty(result: dict[str, Any]) -> float | None:
     return 100 * sum(values) / len(values) if values else None
 
 
-def latest_results(path: Path) -> list[dict[str, Any]]:
-    """The last result per (model, task) from the JSON-lines file, in first-seen order."""
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
+def latest_rows(path: Path, key: Callable[[dict[str, Any]], tuple]) -> dict[tuple, dict[str, Any]]:
+    """The last row per `key(row)` of a JSON-lines results file (none if it does not exist), in first-seen order."""
+    latest: dict[tuple, dict[str, Any]] = {}
+    for line in path.read_text().splitlines() if path.is_file() else []:
         if line.strip():
             row = json.loads(line)
-            latest[row["model"], row["task"]] = row
-    return list(latest.values())
+            latest[key(row)] = row
+    return latest
+
+
+def by_model_task_seed(row: dict[str, Any]) -> tuple[str, str, int]:
+    """A fine-tuning result's key in a study: its model, task and seed (0 for results saved without one)."""
+    return row["model"], row["task"], int(row.get("seed", 0))
+
+
+def latest_results(path: Path) -> list[dict[str, Any]]:
+    """The last result per (model, task) from the JSON-lines file, in first-seen order."""
+    return list(latest_rows(path, lambda row: (row["model"], row["task"])).values())
 
 
 def summary_rows(results: Iterable[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:

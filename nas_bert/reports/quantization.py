@@ -8,15 +8,13 @@ Writes `<dir>/summary.csv` (one row per model, form, task and seed) and `<dir>/s
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nas_bert.pipeline.report import latest_by_seed
-from nas_bert.reports.finetune_summary import task_score
+from nas_bert.reports.finetune_summary import by_model_task_seed, latest_rows, task_score
 from nas_bert.reports.study import record_tasks
 
 COLUMNS = ("model", "form", "task", "seed", "score")
@@ -25,13 +23,8 @@ QAT_NAME = re.compile(r"^(?P<model>.+)-(?P<form>w\d+a\d+)$")
 
 def quantization_records(folder: Path) -> list[dict[str, Any]]:
     """Rows {model, form, task, seed, score}: the last of each in ptq.jsonl, and the QAT runs of qat.jsonl."""
-    latest: dict[tuple, dict[str, Any]] = {}
-    ptq = folder / "ptq.jsonl"
-    for line in ptq.read_text().splitlines() if ptq.is_file() else []:
-        if line.strip():
-            row = json.loads(line)
-            latest[row["model"], row["form"], row["task"], row["seed"]] = row
-    for (name, task, seed), result in latest_by_seed(folder / "qat.jsonl").items():
+    latest = latest_rows(folder / "ptq.jsonl", lambda row: (row["model"], row["form"], row["task"], row["seed"]))
+    for (name, task, seed), result in latest_rows(folder / "qat.jsonl", by_model_task_seed).items():
         match = QAT_NAME.match(name)
         model, form = (match["model"], f"{match['form']}_qat") if match else (name, "qat")
         latest[model, form, task, seed] = {"model": model, "form": form, "task": task, "seed": seed,

@@ -78,5 +78,6 @@ def upgrade_config(cfg: DictConfig) -> DictConfig:
                 raise ValueError(f"data.{key} and data.{RENAMED_KEYS[key]} are both set: keep data.{RENAMED_KEYS[key]}")
             data[RENAMED_KEYS[key]] = data.pop(key)
     if old:
-        log.warning("config from nas-bert 0.1: renamed %s", ", ".join(f"data.{k} -> data.{RENAMED_KEYS[k]}" for k in old))
+        renamed = ", ".join(f"data.{k} -> data.{RENAMED_KEYS[k]}" for k in old)
+        log.warning("config from nas-bert 0.1: renamed %s", renamed)
     return cfg

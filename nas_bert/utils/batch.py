@@ -1,10 +1,16 @@
-"""Batch measurements for throughput callbacks and the model summary."""
+"""Batches: the encoder inputs of a batch, and its measurements for throughput callbacks and the model summary."""
 
 from __future__ import annotations
 
 import torch
 
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what an encoder takes of a batch
 SUMMARY_SEQ_LEN = 128  # the model summaries' example input: one sequence of this length (the search's FLOPs length)
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch's encoder inputs (`MODEL_INPUTS` it has), without labels, indices or masks of other kinds."""
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
 
 
 def batch_size(batch: dict[str, torch.Tensor]) -> int:

@@ -23,7 +23,8 @@ def package_dir(package: str, *parts: str) -> str:
 
 
 def sweep_name(sweep_dir: str) -> str:
-    """A sweep's name from its folder, e.g. `.../finetune/multiruns/2026-11-22_10-00-00` -> `finetune-2026-11-22_10-00-00`
+    """A sweep's name from its folder, e.g. `.../finetune/multiruns/2026-11-22_10-00-00` ->
+    `finetune-2026-11-22_10-00-00`
     (W&B groups the sweep's trials under it)."""
     path = Path(sweep_dir)
     return f"{path.parent.parent.name}-{path.name}" if path.parent.name == "multiruns" else path.name

@@ -48,7 +48,8 @@ def run_stage(stage: Callable[[DictConfig], dict[str, Any]], config: str, run_di
 def run_script(script: str, cwd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     """`python <script> <args>` from the repository, offline, with tests/ importable (fault-injection callbacks) and
     this process's thread count (its results are then bitwise comparable with an in-process run's)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": str(torch.get_num_threads()),
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
+           "OMP_NUM_THREADS": str(torch.get_num_threads()),
            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     env.pop("WANDB_SERVICE", None)  # its own W&B service, as a user's process has (not this process's, if any)
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,

@@ -7,18 +7,15 @@ import logging
 import os
 
 import datasets
-import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
-from transformers import PreTrainedTokenizerBase
 
+from nas_bert.data.base import TokenizedDataModule
 from nas_bert.data.common import (
     cache_path,
     check_max_seq_length,
-    check_positive,
     digest,
     load_hub_dataset,
-    load_tokenizer,
     tokenizer_fingerprint,
 )
 from nas_bert.data.glue.features import (
@@ -40,7 +37,7 @@ log = logging.getLogger(__name__)
 _PIPELINE_VERSION = "glue-v1"
 
 
-class GlueDataModule(L.LightningDataModule):
+class GlueDataModule(TokenizedDataModule):
     """Tokenized GLUE task from the Hub (``nyu-mll/glue``) or a local GLUE directory.
 
     ``prepare_data`` reads and tokenizes every split once into ``cache_dir`` (explicit fingerprints: the
@@ -93,24 +90,14 @@ class GlueDataModule(L.LightningDataModule):
         hub_dataset: str = "nyu-mll/glue",
         group_by_length: bool = True,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(logger=False)
         self._task = get_glue_task(task)
-        check_positive("batch_size", batch_size)
-        check_positive("eval_batch_size", eval_batch_size)
-        check_positive("max_train_samples", max_train_samples, null_means="all examples")
-        check_positive("max_eval_samples", max_eval_samples, null_means="all examples")
-        self._tokenizer = load_tokenizer(tokenizer)
+        super().__init__(tokenizer, batch_size, eval_batch_size, num_workers, cache_dir, max_train_samples,
+                         max_eval_samples, seed)
+        self.save_hyperparameters(logger=False)
         self._tokenizer_fp = tokenizer_fingerprint(self._tokenizer)
         self.data_dir = os.path.expanduser(os.fspath(data_dir)) if data_dir else None
         self.hub_dataset = hub_dataset
         self.max_seq_length = check_max_seq_length(max_seq_length, self._tokenizer)
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers = int(num_workers)
-        self.cache_dir = os.path.expanduser(os.fspath(cache_dir)) if cache_dir else None
-        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
-        self.seed = int(seed)
         self.num_proc = num_proc
         self.include_test = bool(include_test)
         self.group_by_length = bool(group_by_length)
@@ -126,11 +113,6 @@ class GlueDataModule(L.LightningDataModule):
     def task(self) -> GlueTask:
         """The GLUE task (labels, metrics, splits)."""
         return self._task
-
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        """The fast tokenizer used for every split."""
-        return self._tokenizer
 
     @property
     def num_labels(self) -> int:

@@ -5,7 +5,7 @@ predictions lives next to the metric, in :mod:`nas_bert.metrics.squad_postproces
 The names below are the public API; ``nas_bert.data.squad.SquadDataModule`` is the Hydra target.
 """
 
-from nas_bert.data.squad.datamodule import SquadDataModule, SquadPredictions
+from nas_bert.data.squad.datamodule import SquadDataModule
 from nas_bert.data.squad.features import prepare_eval_features, prepare_train_features
 from nas_bert.data.squad.source import EXAMPLE_FEATURES, load_squad_hub, load_squad_json, normalize_version
 from nas_bert.data.squad.splits import seeded_subset, split_by_article
@@ -13,7 +13,6 @@ from nas_bert.data.squad.splits import seeded_subset, split_by_article
 __all__ = [
     "EXAMPLE_FEATURES",
     "SquadDataModule",
-    "SquadPredictions",
     "load_squad_hub",
     "load_squad_json",
     "normalize_version",

@@ -4,22 +4,19 @@ the ``datasets`` cache, served as batches; and the answers of gathered validatio
 from __future__ import annotations
 
 import logging
-import os
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import datasets
-import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, default_collate
-from transformers import PreTrainedTokenizerBase
 
+from nas_bert.data.base import TokenizedDataModule
 from nas_bert.data.common import (
     cache_path,
     check_file,
     check_max_seq_length,
     check_positive,
     digest,
-    load_tokenizer,
     tokenizer_fingerprint,
 )
 from nas_bert.data.loading import make_loader
@@ -33,9 +30,9 @@ from nas_bert.data.squad.source import (
     normalize_version,
 )
 from nas_bert.data.squad.splits import seeded_subset, split_by_article
-from nas_bert.metrics.squad_postprocess import complete_examples, postprocess_predictions, unique_features
+from nas_bert.metrics.squad_postprocess import AnswerSettings
 
-__all__ = ["SquadDataModule", "SquadPredictions"]
+__all__ = ["SquadDataModule"]
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +41,6 @@ _PIPELINE_VERSION = "squad-v1"
 _MIN_SEQ_LEN = 16
 _TRAIN_COLUMNS = ["input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions"]
 _EVAL_COLUMNS = ["input_ids", "attention_mask", "token_type_ids", "feature_idx"]
-
-
-class SquadPredictions(NamedTuple):
-    """Predictions and references of :meth:`SquadDataModule.predictions`, in the examples' order."""
-
-    preds: list[dict[str, str]]  # torchmetrics SQuAD preds: {"prediction_text", "id"}
-    target: list[dict[str, Any]]  # torchmetrics SQuAD target: {"answers": {"text", "answer_start"}, "id"}
-    gold_answers: dict[str, list[str]]  # official-style gold texts per id; [] = unanswerable (v2.0)
-    null_odds: dict[str, float] | None  # v2.0: null score - best span score per id; None for v1.1
 
 
 class _Examples(NamedTuple):
@@ -70,7 +58,7 @@ def _squad_file(path: str | None, arg_name: str) -> str | None:
     return check_file(path, f"{arg_name}: SQuAD file", f", or set {arg_name} to null to use the Hub dataset")
 
 
-class SquadDataModule(L.LightningDataModule):
+class SquadDataModule(TokenizedDataModule):
     """SQuAD v1.1 / v2.0 features for span-extraction fine-tuning and their evaluation.
 
     Sources: ``train_file`` / ``validation_file`` (official JSON) or, where ``None``, the Hub dataset of
@@ -124,7 +112,8 @@ class SquadDataModule(L.LightningDataModule):
         max_answer_length: int = 30,
         null_score_diff_threshold: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(tokenizer, batch_size, eval_batch_size, num_workers, cache_dir, max_train_samples,
+                         max_eval_samples, seed)
         self.save_hyperparameters(logger=False)
         self.version = normalize_version(version)
         if split_validation_for_training and train_file:
@@ -133,13 +122,8 @@ class SquadDataModule(L.LightningDataModule):
                 f"but train_file={train_file!r} is set too; set train_file to null or "
                 f"split_validation_for_training to false."
             )
-        check_positive("batch_size", batch_size)
-        check_positive("eval_batch_size", eval_batch_size)
-        check_positive("max_train_samples", max_train_samples, null_means="all examples")
-        check_positive("max_eval_samples", max_eval_samples, null_means="all examples")
         check_positive("n_best", n_best)
         check_positive("max_answer_length", max_answer_length)
-        self._tokenizer = load_tokenizer(tokenizer)
         check_max_seq_length(max_seq_length, self._tokenizer, minimum=_MIN_SEQ_LEN, example=384)
         if not 0 <= doc_stride < max_seq_length // 2:
             raise ValueError(
@@ -149,12 +133,6 @@ class SquadDataModule(L.LightningDataModule):
         self.train_file = _squad_file(train_file, "train_file")
         self.validation_file = _squad_file(validation_file, "validation_file")
         self.max_seq_length, self.doc_stride = int(max_seq_length), int(doc_stride)
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers = int(num_workers)
-        self.cache_dir = os.path.expanduser(cache_dir) if cache_dir else None
-        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
-        self.seed = int(seed)
         self.split_validation_for_training = bool(split_validation_for_training)
         self.n_best, self.max_answer_length = int(n_best), int(max_answer_length)
         self.null_score_diff_threshold = float(null_score_diff_threshold)
@@ -166,11 +144,6 @@ class SquadDataModule(L.LightningDataModule):
         self._split_logged = False
 
     # ------------------------------------------------------------------ public read-only state
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        """The fast tokenizer used for every split."""
-        return self._tokenizer
-
     @property
     def version_2(self) -> bool:
         """Whether this is SQuAD 2.0 (unanswerable questions, null-score post-processing)."""
@@ -218,41 +191,10 @@ class SquadDataModule(L.LightningDataModule):
         return make_loader(dataset, batch_size, shuffle, default_collate, self.num_workers, self.trainer)
 
     # ------------------------------------------------------------------ evaluation
-    def predictions(self, feature_idx: Any, start_logits: Any, end_logits: Any) -> SquadPredictions:
-        """Gathered validation outputs -> answers and references (see :class:`SquadPredictions`).
-
-        Args:
-            feature_idx: (N,) (or (world, N), as from ``all_gather``) rows of :attr:`eval_features`, in any
-                order, duplicates allowed.
-            start_logits, end_logits: (N, T) (or (world, N, T)) logits matching ``feature_idx``.
-
-        Examples with a feature missing from ``feature_idx`` (e.g. under ``limit_val_batches``) are left out
-        with a warning.
-        """
-        if self._eval_features is None or self._eval_examples is None:
-            raise RuntimeError("SquadDataModule.predictions() called before setup(); call setup() first.")
-        idx, start, end = unique_features(feature_idx, start_logits, end_logits, len(self._eval_features))
-        examples, features, keep = complete_examples(self._eval_examples, self._eval_features, idx)
-        texts, null_odds = postprocess_predictions(
-            examples,
-            features,
-            start[keep],
-            end[keep],
-            version_2=self.version_2,
-            n_best=self.n_best,
-            max_answer_length=self.max_answer_length,
-            null_score_diff_threshold=self.null_score_diff_threshold,
-        )
-        ids, answers = list(examples["id"]), list(examples["answers"])
-        return SquadPredictions(
-            preds=[{"prediction_text": texts[i], "id": i} for i in ids],
-            target=[
-                {"answers": {"text": list(a["text"]), "answer_start": list(a["answer_start"])}, "id": i}
-                for i, a in zip(ids, answers)
-            ],
-            gold_answers={i: list(a["text"]) for i, a in zip(ids, answers)},
-            null_odds=null_odds,
-        )
+    @property
+    def answer_settings(self) -> AnswerSettings:
+        """How the evaluation's answers are read from the logits (`squad_predictions`)."""
+        return AnswerSettings(self.version_2, self.n_best, self.max_answer_length, self.null_score_diff_threshold)
 
     # ------------------------------------------------------------------ pipeline
     def _build(
