@@ -7,4 +7,4 @@ from nas_bert.space import SearchSpace
 from nas_bert.utils.resolvers import register_resolvers
 
 __all__ = ["Arch", "ArchitectureError", "BlockArch", "BlockStack", "SearchSpace", "Supernet", "register_resolvers"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
