@@ -130,8 +130,8 @@ def pretrain_objective(cfg: DictConfig) -> str:
     if objective != "auto":
         return objective
     chosen = "prediction" if has_own_mlm_head(cfg.teacher.name_or_path) else "representation"
-    log.info("model.objective=auto: %s (the teacher %s a pre-trained MLM head)", chosen,
-             "has" if chosen == "prediction" else "has no")
+    log.info("model.objective=auto: %s (the teacher %s)", chosen,
+             "has a pre-trained MLM head" if chosen == "prediction" else "has no pre-trained MLM head")
     return chosen
 
 
