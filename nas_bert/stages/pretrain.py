@@ -81,20 +81,21 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, teacher: str) -> None:
         )
 
 
-INITS = ("auto", "scratch", "supernet", "teacher_embeddings")
+INITS = ("auto", "scratch", "supernet", "teacher_embeddings", "extract")
 
 
 def student_init(cfg: DictConfig) -> tuple[str, Path | None]:
     """How the student starts (checked before any training) and the supernet checkpoint when it inherits one.
 
     `supernet`: the search run's supernet weights for the path; `teacher_embeddings`: the teacher's embedding
-    tables projected to the student's width (PCA), the rest fresh; `scratch`: all fresh (the paper); `auto`:
+    tables projected to the student's width (PCA), the rest fresh; `extract`: the teacher's own layers, heads,
+    neurons and dimensions (`nas_bert.extract`, ETD); `scratch`: all fresh (the paper); `auto`:
     supernet for a searched student whose search run kept its supernet, else teacher_embeddings (a baseline
     has no path in the supernet)."""
     init = cfg.student.init
     if init not in INITS:
         raise ValueError(f"student.init must be one of {', '.join(INITS)}, got {init!r}")
-    if init in ("scratch", "teacher_embeddings") or (init == "auto" and cfg.student.get("baseline")):
+    if init in ("scratch", "teacher_embeddings", "extract") or (init == "auto" and cfg.student.get("baseline")):
         return ("teacher_embeddings" if init == "auto" else init), None
     ckpt = cfg.student.get("supernet_checkpoint")
     path = Path(ckpt) if ckpt else searched_arch(cfg)[1].parent.parent / "checkpoints" / "last.ckpt"
@@ -106,6 +107,44 @@ def student_init(cfg: DictConfig) -> tuple[str, Path | None]:
         raise FileNotFoundError(f"student.init=supernet: no supernet checkpoint at {path}; set "
                                 f"student.supernet_checkpoint to a search run's checkpoints/last.ckpt")
     return "supernet", path
+
+
+def check_extraction(cfg: DictConfig, arch: Arch) -> None:
+    """`student.init=extract`: the student fits in the teacher (widths, head size, FFNs, layers), checked from the
+    teacher's config before anything is loaded or trained."""
+    from transformers import AutoConfig
+
+    from nas_bert.extract import TeacherShape, layer_map
+    from nas_bert.extract.plan import arch_widths, check_fits, student_layers
+
+    shape = TeacherShape.of(AutoConfig.from_pretrained(resolve_model_path(cfg.teacher.name_or_path)))
+    check_fits(arch_widths(arch), shape, cfg.student.head_dim, cfg.student.ffn_ratio)
+    layer_map(student_layers(arch), shape.layers, cfg.student.extract.layers)
+    if cfg.student.extract.selection not in ("importance", "random"):
+        raise ValueError(f"student.extract.selection must be importance or random, got "
+                         f"{cfg.student.extract.selection!r}")
+
+
+def extract_from_teacher(cfg: DictConfig, student: NasBertForMaskedLM, teacher: FrozenTeacher, dataset,
+                         masker: TokenMasker) -> dict:
+    """`student.init=extract`: the teacher's weights copied into the student, chosen at random (seeded) or by
+    importance on the first `student.extract.batches` training batches; returns the extraction report."""
+    from nas_bert.extract import ExtractionError, TeacherShape, extract_student, random_selection
+    from nas_bert.extract.importance import importance_selection
+    from nas_bert.utils.batch import first_batches
+
+    e, unit = cfg.student.extract, int(cfg.student.head_dim)
+    if e.selection == "random":
+        selection = random_selection(TeacherShape.of(teacher.config), unit, cfg.seed if e.seed is None else e.seed)
+    else:
+        needed = int(e.batches) * int(e.batch_size)
+        if len(dataset) < needed:
+            raise ExtractionError(
+                f"student.extract.selection=importance scores {e.batches} batches of {e.batch_size} sequences "
+                f"({needed}), the training corpus has {len(dataset)}: lower student.extract.batches or batch_size")
+        batches = first_batches(dataset, int(e.batch_size), int(e.batches))
+        selection = importance_selection(teacher.model, batches, masker, unit)
+    return extract_student(student, teacher.model, selection, e.layers)
 
 
 def slug(name: str) -> str:
@@ -227,6 +266,8 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
     check_tokenizer(tokenizer, cfg.teacher.name_or_path)
     arch = student_arch(cfg, len(tokenizer))
     init, inherit_from = student_init(cfg)
+    if init == "extract":
+        check_extraction(cfg, arch)
     objective = pretrain_objective(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -247,6 +288,8 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
                    **inherit_from_supernet(student, load_supernet_checkpoint(inherit_from), teacher.model)}
     elif init == "teacher_embeddings":
         report["embeddings"] = inherit_teacher_embeddings(student, teacher.model)
+    elif init == "extract":
+        report |= extract_from_teacher(cfg, student, teacher, datamodule.train_dataset, masker)
     (output_dir / "student_init.json").write_text(json.dumps(report, indent=2))
     trainer = build_trainer(cfg)
     steps = budget_steps(cfg, trainer, len(datamodule.train_dataset))
