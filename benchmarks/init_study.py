@@ -53,7 +53,7 @@ def val_rows(run: Path) -> list[dict[str, float]]:
 
 def run_one(student: str, init: str, seed: int, tokens: int, work: Path, smoke: bool) -> Path:
     run = work / f"{student}_{init}_s{seed}"
-    overrides = [STUDENTS[student], *INITS[init], f"seed={seed}", f"hydra.run.dir={run}", "latest_link=null",
+    overrides = [STUDENTS[student], *INITS[init], f"seed={seed}", f"hydra.run.dir={run}",
                  f"paths.cache_dir={work / 'cache'}", *(SMOKE if smoke else [*RECIPE, f"tokens={tokens}"])]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     log = work / f"{run.name}.log"
