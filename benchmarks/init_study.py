@@ -83,6 +83,7 @@ def plot(out: Path, figure: Path) -> None:
     """Validation loss against tokens, one line per (student, init), mean over seeds with min-max bars."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     rows = list(csv.DictReader(out.open()))
     fig = Figure(figsize=(9, 4))
@@ -100,6 +101,8 @@ def plot(out: Path, figure: Path) -> None:
             ax.errorbar([p / 1e6 for p in points], means, yerr=spread, marker="o", capsize=3, color=f"C{i}",
                         label=f"{init} ({len(losses[0])} seed{'s' if len(losses[0]) > 1 else ''})")
         ax.set(xscale="log", xlabel="pre-training tokens (M)", title=student)
+        ax.set_xticks([m / 1e6 for m in MILESTONES], [f"{m / 1e6:g}" for m in MILESTONES])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation loss (representation KD)")
     axes[0].legend(fontsize=8)

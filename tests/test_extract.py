@@ -206,6 +206,7 @@ def test_train_py_extracts_a_baseline_and_a_searched_student(tmp_path, head8_tea
         init = json.loads((run / "student_init.json").read_text())
         assert init["init"] == "extract" and init["selection"] == "importance"
         assert (run / "model" / "model.safetensors").is_file()
+        assert "extract (importance)" in (run / "model" / "README.md").read_text()  # the card names the init
     assert init["teacher_layers"] == [1, 3, 5] and init["fresh"] == ["mlm_head", "sepconv3"]
     with pytest.raises(ExtractionError, match="width 64 is above"):
         run_stage(run_pretrain, "train", tmp_path / "wide", *tiny(

@@ -305,7 +305,8 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics = trainer.validate(module, datamodule=datamodule)[0]
         if trainer.is_global_zero:
-            export_student(cfg, export_dir, student, tokenizer, arch, objective, init, trainer)
+            label = f"extract ({cfg.student.extract.selection})" if init == "extract" else init  # the card's init
+            export_student(cfg, export_dir, student, tokenizer, arch, objective, label, trainer)
             log_model_artifact(trainer.loggers, export_dir)
     finally:
         finish_loggers(trainer)
