@@ -56,9 +56,14 @@ def check_unit_size(shape: TeacherShape, unit: int) -> None:
             f"(space.head_dim) to a divisor or a multiple of {t}")
 
 
+def slot_layers(slots: int) -> int:
+    """How many layers `slots` slots make, two by two (MHA + FFN)."""
+    return math.ceil(slots / 2)
+
+
 def student_layers(arch: Arch) -> int:
     """The student's layers: its slots (identity included) two by two."""
-    return math.ceil(sum(len(b.ops) for b in arch.blocks) / 2)
+    return slot_layers(sum(len(b.ops) for b in arch.blocks))
 
 
 def layer_map(num_student: int, num_teacher: int, layers: list[int] | None = None) -> list[int]:

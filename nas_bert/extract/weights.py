@@ -30,6 +30,7 @@ from nas_bert.extract.plan import (
     arch_widths,
     check_fits,
     layer_map,
+    slot_layers,
     student_layers,
 )
 from nas_bert.ops import FeedForward, MultiHeadAttention
@@ -159,7 +160,7 @@ def extract_supernet(supernet: nn.Module, teacher: nn.Module, selection: Selecti
         raise ExtractionError(f"the supernet was built for a teacher of width {supernet.teacher_hidden}, this "
                               f"teacher has {shape.hidden}")
     check_fits(list(space.hidden_sizes), shape, space.head_dim, space.ffn_ratio)
-    mapping = layer_map(space.num_blocks * space.slots_per_block // 2 or 1, shape.layers)
+    mapping = layer_map(slot_layers(space.num_blocks * space.slots_per_block), shape.layers)
     teacher_dims = torch.arange(shape.hidden)
     copied = 0
     for n, block in enumerate(supernet.blocks):

@@ -6,8 +6,7 @@ logits are computed on the fly and kept by split and example index, so each exam
 teacher once (the cache: training logits for KD, validation logits for loyalty). With `teacher_logits_file`
 the complete splits are saved (training after the first epoch, validation after the first evaluation) and
 read by later runs on the same data (every seed and student of a study; `nas_bert.distill.logit_cache`). Without a
-teacher, plain
-fine-tuning.
+teacher, plain fine-tuning.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ device and the corpus files."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -11,7 +12,6 @@ from nas_bert.pipeline.steps import (
     Model,
     PipelineError,
     Step,
-    composed,
     composer,
     finetune_step,
     in_process_overrides,
@@ -55,9 +55,9 @@ def planned_steps(cfg: DictConfig, out: Path) -> list[Step]:
     return steps
 
 
-def check_step_overrides(cfg: DictConfig, root: Path, out: Path) -> None:
-    """Compose every kind of step the pipeline will run, so that a misspelt key or config choice in any `pipeline.*`
-    list fails now, naming the list, rather than when its step comes."""
+def composed_steps(cfg: DictConfig, root: Path, out: Path) -> Iterator[tuple[Step, DictConfig]]:
+    """Every kind of step the pipeline will run, composed (unresolved) as it will be, so that a misspelt key or
+    config choice in any `pipeline.*` list fails now, naming the list, rather than when its step comes."""
     from nas_bert.data.glue import get_glue_task
 
     for task in cfg.pipeline.glue_tasks:
@@ -69,17 +69,24 @@ def check_step_overrides(cfg: DictConfig, root: Path, out: Path) -> None:
     with composer(root) as compose:
         for step in planned_steps(cfg, out):
             try:
-                compose(step.config, in_process_overrides(step)[1])
+                step_cfg = compose(step.config, in_process_overrides(step)[1])
             except Exception as error:  # Hydra's composition errors have no common base class
                 named = [f"pipeline.{key}" for key, items in lists.items()
                          if any(o.split("=", 1)[0].lstrip("+~") in str(error) for o in items)]
                 raise PipelineError(f"{' / '.join(named) or 'pipeline'}: the {step.name} step's overrides do not "
                                     f"compose: {error}\nfix that list and run the same command again") from None
+            yield step, step_cfg
+
+
+def check_step_overrides(cfg: DictConfig, root: Path, out: Path) -> None:
+    """Compose every kind of step the pipeline will run (`composed_steps`)."""
+    for _ in composed_steps(cfg, root, out):
+        pass
 
 
 def check_settings(cfg: DictConfig, root: Path, out: Path) -> None:
     """What can be checked before any step runs: the seeds, every step's overrides, the device, and the corpus
-    files the steps will read."""
+    files the pre-training steps will read."""
     import glob
 
     from nas_bert.stages.common import check_accelerator
@@ -91,10 +98,11 @@ def check_settings(cfg: DictConfig, root: Path, out: Path) -> None:
     if extra:
         raise PipelineError(f"pipeline.quantization.seeds has {sorted(extra)}, which pipeline.seeds={list(p.seeds)} "
                             f"does not fine-tune: quantization starts from those models; pick among them (or null)")
-    check_step_overrides(cfg, root, out)
-    with composed(root, "train", ["paths.output_dir=.", *p.common, *p.corpus]) as train:  # as its steps compose it
-        files = train.data.get("train_files")
-        check_accelerator(train.trainer)
+    files = None
+    for step, step_cfg in composed_steps(cfg, root, out):
+        if step.name.startswith("pretrain/"):  # the corpus and the device, as the pre-training steps compose them
+            files = step_cfg.data.get("train_files")
+            check_accelerator(step_cfg.trainer)
     patterns = [files] if isinstance(files, str) else list(files or [])
     missing = [f for f in patterns if not glob.glob(str(f))]
     if missing:
