@@ -57,6 +57,7 @@ def run_one(student: str, init: str, seed: int, tokens: int, work: Path, smoke: 
                  f"paths.cache_dir={work / 'cache'}", *(SMOKE if smoke else [*RECIPE, f"tokens={tokens}"])]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     log = work / f"{run.name}.log"
+    work.mkdir(parents=True, exist_ok=True)
     with log.open("w") as f:
         code = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], env=env, stdout=f,
                               stderr=subprocess.STDOUT).returncode
