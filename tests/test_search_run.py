@@ -70,6 +70,8 @@ def test_search_writes_checkpoint_logs_config_and_architectures(searched, own_te
     assert shrinking["rounds"] >= 1 and len(shrinking["alive"]) == 3
     assert (run / "pareto.png").stat().st_size > 10_000 and (run / "latency_table.json").is_file()
     assert sum(1 for _ in open(run / "candidates.csv")) > len(files)
+    ranking = (run / "ranking.md").read_text()  # the diagnostics of every block and budget
+    assert all(f"## Block {n}" in ranking for n in range(3)) and all(name in ranking for name in budgets)
     assert (searched / "search" / "latest").resolve() == run.resolve()
 
 

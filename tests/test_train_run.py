@@ -70,12 +70,12 @@ def test_pretraining_exports_a_model_that_loads_with_from_pretrained(outputs, st
     assert b"model-student" in log.read_bytes() and b"model.safetensors" in log.read_bytes()
 
 
-def test_the_default_inherits_the_supernet_and_distils_representations_for_a_token_budget(
+def test_a_student_inherits_the_supernet_and_distils_representations_for_a_token_budget(
         outputs, tiny_teacher_dir, cache_dir):
-    """A teacher without its own MLM head: objective auto = representation (no head fitted), init auto = the
+    """A teacher without its own MLM head: objective auto = representation (no head fitted); init supernet = the
     supernet's weights; `tokens` sets the steps (32 sequences x 128 tokens per step: 4), over the 64 sequences
     read twice: the teacher's states are computed in the first pass and read from the cache in the second."""
-    budget = ("tokens=16384", "data.batch_size=32", "trainer.max_steps=100")
+    budget = ("tokens=16384", "data.batch_size=32", "trainer.max_steps=100", "student.init=supernet")
     run = pretrain(outputs, "inherit", tiny_teacher_dir, cache_dir, *budget)
     assert json.loads((run / "mlm_head.json").read_text())["mlm_head"].startswith("not used")
     init = json.loads((run / "student_init.json").read_text())

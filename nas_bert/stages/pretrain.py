@@ -82,31 +82,66 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, teacher: str) -> None:
 
 
 INITS = ("auto", "scratch", "supernet", "teacher_embeddings", "extract")
+AUTO_RULES = {  # what `student.init=auto` means, by the recipe's `recipe_version` (a saved run keeps its rule)
+    1: "supernet for a searched student whose search run kept its supernet, else teacher_embeddings (nas-bert 0.2)",
+    2: "extract where the student fits in the teacher, else teacher_embeddings (the init study, docs/RESULTS.md)"}
 
 
-def student_init(cfg: DictConfig) -> tuple[str, Path | None]:
+def student_init(cfg: DictConfig, arch: Arch) -> tuple[str, Path | None]:
     """How the student starts (checked before any training) and the supernet checkpoint when it inherits one.
 
     `supernet`: the search run's supernet weights for the path; `teacher_embeddings`: the teacher's embedding
     tables projected to the student's width (PCA), the rest fresh; `extract`: the teacher's own layers, heads,
-    neurons and dimensions (`nas_bert.extract`, ETD); `scratch`: all fresh (the paper); `auto`:
-    supernet for a searched student whose search run kept its supernet, else teacher_embeddings (a baseline
-    has no path in the supernet)."""
+    neurons and dimensions (`nas_bert.extract`, ETD); `scratch`: all fresh (the paper); `auto`: the rule of the
+    recipe's version (`AUTO_RULES`)."""
     init = cfg.student.init
     if init not in INITS:
         raise ValueError(f"student.init must be one of {', '.join(INITS)}, got {init!r}")
-    if init in ("scratch", "teacher_embeddings", "extract") or (init == "auto" and cfg.student.get("baseline")):
-        return ("teacher_embeddings" if init == "auto" else init), None
-    ckpt = cfg.student.get("supernet_checkpoint")
-    path = Path(ckpt) if ckpt else searched_arch(cfg)[1].parent.parent / "checkpoints" / "last.ckpt"
-    if init == "auto" and not path.is_file():
-        log.info("student.init=auto: no supernet checkpoint at %s, the student starts from the teacher's "
-                 "embeddings", path)
-        return "teacher_embeddings", None
+    if init == "auto":
+        init = auto_init(cfg, arch)
+    elif init == "extract":
+        check_extraction(cfg, arch)
+    if init != "supernet":
+        return init, None
+    path = supernet_checkpoint(cfg)
     if not path.is_file():
         raise FileNotFoundError(f"student.init=supernet: no supernet checkpoint at {path}; set "
                                 f"student.supernet_checkpoint to a search run's checkpoints/last.ckpt")
     return "supernet", path
+
+
+def supernet_checkpoint(cfg: DictConfig) -> Path:
+    """`student.supernet_checkpoint`, or the search run's `checkpoints/last.ckpt`."""
+    ckpt = cfg.student.get("supernet_checkpoint")
+    return Path(ckpt) if ckpt else searched_arch(cfg)[1].parent.parent / "checkpoints" / "last.ckpt"
+
+
+def auto_init(cfg: DictConfig, arch: Arch) -> str:
+    """`student.init=auto` resolved by the rule of the recipe's version (`AUTO_RULES`; a recipe saved before
+    `recipe_version` existed is version 1). Version 2: `extract`, which beat `teacher_embeddings` and random
+    extraction at every token count in the init study, for searched students and baselines alike; a student the
+    teacher cannot hold (wider, or a head size that divides neither) starts from the teacher's embeddings."""
+    version = int(cfg.get("recipe_version") or 1)
+    if version not in AUTO_RULES:
+        raise ValueError(f"recipe_version {version} is newer than this nas-bert knows ({max(AUTO_RULES)}); "
+                         f"upgrade nas-bert, or set student.init explicitly")
+    if version == 1:
+        if cfg.student.get("baseline") or not supernet_checkpoint(cfg).is_file():
+            log.info("student.init=auto (recipe version 1): teacher_embeddings")
+            return "teacher_embeddings"
+        log.info("student.init=auto (recipe version 1): supernet")
+        return "supernet"
+    from nas_bert.extract import ExtractionError
+
+    try:
+        check_extraction(cfg, arch)
+    except ExtractionError as err:
+        log.warning("student.init=auto: this student cannot be extracted from its teacher, so it starts from the "
+                    "teacher's embeddings (teacher_embeddings): %s", err)
+        return "teacher_embeddings"
+    log.info("student.init=auto: extract (%s selection), the init measured best (docs/RESULTS.md)",
+             cfg.student.extract.selection)
+    return "extract"
 
 
 def check_extraction(cfg: DictConfig, arch: Arch) -> None:
@@ -117,12 +152,12 @@ def check_extraction(cfg: DictConfig, arch: Arch) -> None:
     from nas_bert.extract import TeacherShape, layer_map
     from nas_bert.extract.plan import arch_widths, check_fits, student_layers
 
-    shape = TeacherShape.of(AutoConfig.from_pretrained(resolve_model_path(cfg.teacher.name_or_path)))
-    check_fits(arch_widths(arch), shape, cfg.student.head_dim, cfg.student.ffn_ratio)
-    layer_map(student_layers(arch), shape.layers, cfg.student.extract.layers)
     if cfg.student.extract.selection not in ("importance", "random"):
         raise ValueError(f"student.extract.selection must be importance or random, got "
                          f"{cfg.student.extract.selection!r}")
+    shape = TeacherShape.of(AutoConfig.from_pretrained(resolve_model_path(cfg.teacher.name_or_path)))
+    check_fits(arch_widths(arch), shape, cfg.student.head_dim, cfg.student.ffn_ratio)
+    layer_map(student_layers(arch), shape.layers, cfg.student.extract.layers)
 
 
 def extract_from_teacher(cfg: DictConfig, student: NasBertForMaskedLM, teacher: FrozenTeacher, dataset,
@@ -265,9 +300,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, float]:
     tokenizer = datamodule.tokenizer
     check_tokenizer(tokenizer, cfg.teacher.name_or_path)
     arch = student_arch(cfg, len(tokenizer))
-    init, inherit_from = student_init(cfg)
-    if init == "extract":
-        check_extraction(cfg, arch)
+    init, inherit_from = student_init(cfg, arch)
     objective = pretrain_objective(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -11,6 +11,7 @@ import csv
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from rich.table import Table
@@ -25,7 +26,9 @@ from nas_bert.nas.approximation import (
     select_feasible,
 )
 from nas_bert.nas.latency import LatencyTable, candidate_latency, default_table_path, load_or_measure
+from nas_bert.nas.ranking import block_ranking, scored_candidates, top_spread
 from nas_bert.nas.shrinking import read_alive
+from nas_bert.reports.ranking import log_ranking, print_ranking, write_ranking
 from nas_bert.reports.search import (
     COLUMNS,
     BudgetResult,
@@ -120,7 +123,11 @@ def select_architectures(cfg: DictConfig, model, datamodule, table: LatencyTable
     skip = shrink.eval_batches * (shrink.eval_batch_size or datamodule.eval_batch_size)  # not used for shrinking
     states, masks = model.reference_states(first_batches(datamodule.val_dataset, sel.batch_size,
                                                          sel.loss_batches, offset=skip))
-    losses = loss_table(model, alive, states, masks)
+    ranking = cfg.search.get("ranking") or {}
+    scored = scored_candidates(space, alive, int(ranking.get("probes_per_block") or 0), cfg.seed)
+    scored_losses = loss_table(model, scored, states, masks)  # the survivors' and the probes', each scored once
+    rankings = [block_ranking(space, n, scored[n], loss) for n, loss in enumerate(scored_losses)]
+    losses = [loss[np.searchsorted(index, np.asarray(a))] for index, loss, a in zip(scored, scored_losses, alive)]
     vocab = vocab_of(model)
     blocks = block_tables(space, alive, losses, table, sel.flops_seq_len)
     coupling = coupling_costs(space, table, vocab, sel.flops_seq_len)
@@ -130,6 +137,11 @@ def select_architectures(cfg: DictConfig, model, datamodule, table: LatencyTable
     results = [BudgetResult(b, rerank(model, space, selections[b.name], states, masks),
                             selections[b.name].num_feasible) for b in budgets if b.name in selections]
 
+    spreads = [top_spread(r.budget.name, [m.approx_loss for m in r.ranked], [m.model_loss for m in r.ranked],
+                          r.best.approx_rank) for r in results]
+    write_ranking(rankings, spreads, output_dir / "ranking.md")
+    print_ranking(rankings)
+    log_ranking(loggers, rankings, spreads)
     arch_dir = output_dir / "architectures"
     written = [architecture_file(r, space, model.teacher.name_or_path, arch_dir) for r in results]
     with open(output_dir / "candidates.csv", "w", newline="") as f:

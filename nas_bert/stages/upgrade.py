@@ -64,9 +64,23 @@ def relink_copies(cfg: DictConfig) -> None:
             log.warning("config from nas-bert 0.1: model.%s was a resolved copy of %s; linked to it", group, group)
 
 
+def upgrade_version(cfg: DictConfig) -> None:
+    """A recipe saved before `recipe_version` existed (nas-bert 0.2 and older) is version 1: a setting whose meaning
+    changed since (`student.init=auto`, nas_bert.stages.pretrain.AUTO_RULES) keeps the meaning it ran with."""
+    if "recipe_version" in cfg:
+        return
+    with open_dict(cfg):
+        cfg.recipe_version = 1
+    if (cfg.get("student") or {}).get("init") == "auto":
+        log.warning("config from nas-bert 0.2 or older (no recipe_version): student.init=auto keeps its rule then "
+                    "(the supernet when the search kept one, else teacher_embeddings)")
+
+
 def upgrade_config(cfg: DictConfig) -> DictConfig:
-    """`cfg` with 0.1's classes and `data` keys renamed (`RENAMED_TARGETS`, `RENAMED_KEYS`), its copies of the
-    teacher and space linked to their groups, and its pre-training objective made explicit, in place."""
+    """`cfg` with its recipe version stated, 0.1's classes and `data` keys renamed (`RENAMED_TARGETS`,
+    `RENAMED_KEYS`), its copies of the teacher and space linked to their groups, and its pre-training objective made
+    explicit, in place."""
+    upgrade_version(cfg)
     upgrade_targets(cfg)
     relink_copies(cfg)
     upgrade_objective(cfg)
