@@ -258,3 +258,17 @@ def test_auto_extracts_what_fits_and_an_old_recipe_keeps_its_rule(tmp_path, head
     assert init_of(head8_teacher, *searched, arch=found) == ("extract", None)
     with pytest.raises(ValueError, match="recipe_version 3 is newer"):
         init_of(head8_teacher, baseline, "recipe_version=3")
+
+
+@pytest.mark.slow
+def test_a_search_can_start_its_supernet_from_the_teacher(tmp_path, head8_teacher, cache_dir):
+    from nas_bert.stages.search import run_search
+
+    run = tmp_path / "search"
+    run_stage(run_search, "search", run, *tiny(head8_teacher, cache_dir, "search.init=extract", "latest_link=null",
+                                                "search.selection.budgets=[{name: b, max_params_fraction: 0.9}]"),
+              log_dir=tmp_path)
+    init = json.loads((run / "supernet_init.json").read_text())
+    assert init["selection"] == "importance" and init["teacher_layers"] == [1, 3, 5]  # a layer per slot pair
+    assert init["ops_extracted"] == 3 * 2 * 2 * 2  # blocks x slots x widths x (mha, ffn): every MHA / FFN op
+    assert (run / "ranking.md").is_file() and list((run / "architectures").glob("*.yaml"))

@@ -65,3 +65,23 @@ def importance_selection(teacher: torch.nn.Module, batches: list[dict[str, torch
     variance = squares / count - (sums / count).pow(2)
     return Selection("importance", unit, variance.argsort(descending=True), units.argsort(dim=1, descending=True),
                      neurons.argsort(dim=1, descending=True))
+
+
+def teacher_selection(teacher: torch.nn.Module, dataset, masker: TokenMasker, unit: int, how: str, batches: int,
+                      batch_size: int, seed: int, setting: str = "student.extract") -> Selection:
+    """What a student or supernet takes of the teacher: `how` = `random` (seeded) or `importance` on the first
+    `batches` x `batch_size` sequences of `dataset`, which must hold them (it never falls back to random);
+    errors name the config node `setting`."""
+    from nas_bert.extract.plan import random_selection
+    from nas_bert.utils.batch import first_batches
+
+    if how == "random":
+        return random_selection(TeacherShape.of(bert_of(teacher).config), unit, seed)
+    if how != "importance":
+        raise ExtractionError(f"{setting}.selection must be importance or random, got {how!r}")
+    needed = batches * batch_size
+    if len(dataset) < needed:
+        raise ExtractionError(f"{setting}.selection=importance scores {batches} batches of {batch_size} sequences "
+                              f"({needed}), the training corpus has {len(dataset)}: lower {setting}.batches or "
+                              f"batch_size")
+    return importance_selection(teacher, first_batches(dataset, batch_size, batches), masker, unit)

@@ -164,21 +164,12 @@ def extract_from_teacher(cfg: DictConfig, student: NasBertForMaskedLM, teacher: 
                          masker: TokenMasker) -> dict:
     """`student.init=extract`: the teacher's weights copied into the student, chosen at random (seeded) or by
     importance on the first `student.extract.batches` training batches; returns the extraction report."""
-    from nas_bert.extract import ExtractionError, TeacherShape, extract_student, random_selection
-    from nas_bert.extract.importance import importance_selection
-    from nas_bert.utils.batch import first_batches
+    from nas_bert.extract import extract_student
+    from nas_bert.extract.importance import teacher_selection
 
-    e, unit = cfg.student.extract, int(cfg.student.head_dim)
-    if e.selection == "random":
-        selection = random_selection(TeacherShape.of(teacher.config), unit, cfg.seed if e.seed is None else e.seed)
-    else:
-        needed = int(e.batches) * int(e.batch_size)
-        if len(dataset) < needed:
-            raise ExtractionError(
-                f"student.extract.selection=importance scores {e.batches} batches of {e.batch_size} sequences "
-                f"({needed}), the training corpus has {len(dataset)}: lower student.extract.batches or batch_size")
-        batches = first_batches(dataset, int(e.batch_size), int(e.batches))
-        selection = importance_selection(teacher.model, batches, masker, unit)
+    e = cfg.student.extract
+    selection = teacher_selection(teacher.model, dataset, masker, int(cfg.student.head_dim), e.selection,
+                                  int(e.batches), int(e.batch_size), cfg.seed if e.seed is None else int(e.seed))
     return extract_student(student, teacher.model, selection, e.layers)
 
 

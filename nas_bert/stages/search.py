@@ -8,6 +8,7 @@ multi-budget selection -> whole-model re-ranking -> architecture files, tables a
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from pathlib import Path
 
@@ -167,6 +168,31 @@ def link_latest(output_dir: Path, link: Path) -> None:
     tmp.replace(link)  # atomic
 
 
+def init_supernet(cfg: DictConfig, model, datamodule, output_dir: Path) -> None:
+    """`search.init=extract`: every MHA / FFN op of every (slot, width) from the teacher layer its slot maps to, the
+    width projections as selection matrices (`nas_bert.extract.extract_supernet`; sepconv ops stay fresh), with
+    the teacher's units chosen by `search.extract.selection`; written to `<run>/supernet_init.json`. `fresh`: as
+    built (the paper). A resumed run then loads its checkpoint's weights over these."""
+    init = cfg.search.get("init") or "fresh"
+    if init not in ("fresh", "extract"):
+        raise ValueError(f"search.init must be fresh or extract, got {init!r}")
+    if init == "fresh":
+        return
+    from nas_bert.distill.masking import TokenMasker
+    from nas_bert.extract import extract_supernet
+    from nas_bert.extract.importance import teacher_selection
+
+    e = cfg.search.extract
+    datamodule.setup("fit")
+    masker = TokenMasker.for_tokenizer(datamodule.tokenizer, float(e.mlm_probability), seed=cfg.seed)
+    selection = teacher_selection(model.teacher.model, datamodule.train_dataset, masker, model.space.head_dim,
+                                  e.selection, int(e.batches), int(e.batch_size),
+                                  cfg.seed if e.get("seed") is None else int(e.seed), setting="search.extract")
+    report = extract_supernet(model.supernet, model.teacher.model, selection)
+    (output_dir / "supernet_init.json").write_text(json.dumps(report, indent=2))
+    log.info("supernet ops extracted from the teacher: %s", report)
+
+
 def run_search(cfg: DictConfig) -> dict[str, float]:
     """The whole search stage; returns the final validation metrics and the selected models' losses."""
     output_dir = Path(cfg.paths.output_dir)
@@ -181,6 +207,7 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
         trainer, metrics = build_trainer(cfg), {}
     else:
         run_dir = output_dir
+        init_supernet(cfg, model, datamodule, output_dir)
         trainer = train_supernet(cfg, model, datamodule, table, output_dir)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     try:
