@@ -1,10 +1,9 @@
 """`SupernetDistillation`: block-wise knowledge distillation of a NAS-BERT supernet (stage 1).
 
-Each step runs the frozen teacher once (Y_0..Y_N), samples one path per block and trains
-block n to map Y_{n-1} to Y_n (masked MSE); the loss is the sum over blocks. Paths are drawn
-from a generator seeded by (seed, global step) alone, so every DDP rank trains the
-same path, every micro-batch of an accumulated step trains the same path, and gradients of different
-paths are never added together.
+Each step runs the frozen teacher once (Y_0..Y_N), samples its paths (`nas_bert.nas.sampling`: one uniform path
+by default, as the paper) and trains block n of each to map Y_{n-1} to Y_n (masked MSE); the loss is the sum over
+blocks and paths. Paths are drawn from a generator seeded by (seed, global step) alone, so every DDP rank and every
+micro-batch of an accumulated step trains the same paths.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import torch
 from nas_bert.arch import Arch, ArchitectureError, BlockArch
 from nas_bert.distill import masked_mse
 from nas_bert.lit.optim import configure_optimization
+from nas_bert.nas.sampling import SAMPLINGS, sample_paths
 from nas_bert.nas.supernet import Supernet
 from nas_bert.space import SearchSpace
 from nas_bert.teacher import FrozenTeacher
@@ -40,6 +40,8 @@ class SupernetDistillation(L.LightningModule):
         dropout: float = 0.0,
         seed: int = 0,
         reference_arch: dict[str, Any] | None = None,
+        sampling: str = "uniform",
+        paths_per_step: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["space", "teacher", "optimizer", "scheduler"], logger=False)
@@ -48,6 +50,10 @@ class SupernetDistillation(L.LightningModule):
                 f"space has {space.num_blocks} blocks but the teacher was cut into {teacher.num_blocks}; "
                 f"set teacher.num_blocks: ${{space.num_blocks}}"
             )
+        if sampling not in SAMPLINGS or paths_per_step < 1 or (sampling == "sandwich" and paths_per_step < 2):
+            raise ValueError(f"model.sampling={sampling!r}, model.paths_per_step={paths_per_step}: sampling is one of "
+                             f"{', '.join(SAMPLINGS)}, paths_per_step >= 1 (sandwich: >= 2; fair: one per op)")
+        self.sampling, self.paths_per_step = sampling, paths_per_step
         self.space = space
         self.supernet = Supernet(space, teacher.hidden_size, dropout=dropout)
         self.teacher = teacher  # a FrozenTeacher is no nn.Module: outside the module tree
@@ -57,7 +63,7 @@ class SupernetDistillation(L.LightningModule):
         self.reference = space.validate(Arch.from_dict(reference_arch) if reference_arch else space.reference_arch())
         # Candidate indices each block may sample from (None: all); progressive shrinking narrows them.
         self.alive: list[np.ndarray] | None = None
-        self.last_arch: Arch | None = None  # the path trained by the latest step
+        self.last_arch: Arch | None = None  # the (first) path trained by the latest step
         self.flops_per_batch = 0  # analytic FLOPs of the last step's path (read by ThroughputMonitor)
         states = [torch.zeros(1, SUMMARY_SEQ_LEN, teacher.hidden_size)] * space.num_blocks  # one sequence: the
         self.example_input_array = (states, torch.ones(1, SUMMARY_SEQ_LEN, dtype=torch.long))  # summary's FLOPs
@@ -71,14 +77,15 @@ class SupernetDistillation(L.LightningModule):
         """Y_0..Y_N from the frozen teacher, each (B, T, D)."""
         return self.teacher.block_states(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
 
-    def sample_arch(self) -> Arch:
-        """The path of this optimizer step: a pure function of (seed, global step)."""
+    def sample_paths(self) -> list[Arch]:
+        """The paths of this optimizer step: a pure function of (seed, global step) and the alive candidates."""
         rng = np.random.default_rng([self.seed, self.global_step])
-        return self.supernet.sample(rng, self.alive)
+        return sample_paths(self.space, self.sampling, rng, self.alive, self.paths_per_step)
 
-    def block_losses(self, batch: Batch, arch: Arch) -> list[torch.Tensor]:
-        """Masked MSE of every block of `arch` against the teacher's next state."""
-        states = self.teacher_states(batch)
+    def block_losses(self, batch: Batch, arch: Arch, states: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Masked MSE of every block of `arch` against the teacher's next state (`states`: Y_0..Y_N when already
+        computed for this batch)."""
+        states = self.teacher_states(batch) if states is None else states
         mask = batch["attention_mask"]
         preds = self.supernet(states[:-1], mask, arch)
         return [masked_mse(pred, target, mask) for pred, target in zip(preds, states[1:])]
@@ -119,15 +126,18 @@ class SupernetDistillation(L.LightningModule):
 
     # -- Lightning hooks -----------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        arch = self.last_arch = self.sample_arch()
-        losses = self.block_losses(batch, arch)
-        loss = torch.stack(losses).sum()
-        self.flops_per_batch = self._path_flops(arch, batch, train=True)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/path_params", float(sum(self.space.block_params(b) for b in arch.blocks)))
-        for n, mse in enumerate(losses):
+        paths = self.sample_paths()
+        self.last_arch = paths[0]
+        states = self.teacher_states(batch)  # once, for every path
+        losses = torch.stack([torch.stack(self.block_losses(batch, arch, states)) for arch in paths])  # (paths, N)
+        self.flops_per_batch = sum(self._path_flops(arch, batch, train=True) for arch in paths)
+        per_path = losses.detach().mean(dim=0)
+        self.log("train/loss", per_path.sum(), prog_bar=True)  # per path, as with one path per step
+        path_params = [sum(self.space.block_params(b) for b in arch.blocks) for arch in paths]
+        self.log("train/path_params", float(np.mean(path_params)))
+        for n, mse in enumerate(per_path):
             self.log(f"train/block{n}_mse", mse)
-        return loss
+        return losses.sum()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         losses = self.block_losses(batch, self.reference)
