@@ -128,7 +128,8 @@ class Ranked:
     latency: float  # seconds, predicted
     approx_loss: float  # sum of block losses
     model_loss: float  # whole-model loss after re-ranking
-    approx_rank: int  # rank by approx_loss within the budget (0 = best)
+    approx_rank: int  # rank by approx_loss within the budget (0 = best; -1: a contender, not of the top-T)
+    origin: str = "search"  # search | bert-L<l>-H<h> (a uniform BERT) | pick of <budget> (nas_bert.nas.contenders)
 
 
 @torch.no_grad()

@@ -38,6 +38,7 @@ class Model:
     budget: str | None
     path: str  # the encoder to fine-tune (after its pre-training step, for students)
     arch: Any = None  # nas_bert.arch.Arch for students
+    arch_file: str | None = None  # a student pre-trained from this architecture file (else: its role says which)
     roles: list[tuple[str, str | None]] = field(default_factory=list)  # every (role, budget) it stands for
 
 
@@ -116,9 +117,12 @@ def selected_budgets(cfg: DictConfig, out: Path) -> list[str]:
 
 
 def pretrain_step(cfg: DictConfig, out: Path, model: Model) -> Step:
-    """The pre-training of a student: the searched architecture of its budget, or a uniform BERT."""
+    """The pre-training of a student: its architecture file, the searched architecture of its budget, or a uniform
+    BERT."""
     p, run = cfg.pipeline, out / "pretrain" / model.name
-    if model.role == "searched":
+    if model.arch_file:
+        which = (f"student.arch_file={model.arch_file}",)
+    elif model.role == "searched":
         which = (f"student.search_run={out / 'search'}", f"student.budget={model.budget}")
     else:
         block = model.arch.blocks

@@ -34,13 +34,13 @@ def warnings_of(rankings: list[BlockRanking]) -> list[str]:
     return out
 
 
-def ranking_markdown(rankings: list[BlockRanking], spreads: list[TopSpread]) -> str:
+def ranking_markdown(rankings: list[BlockRanking], spreads: list[TopSpread], notes: list[str] = ()) -> str:
     """The report: per block the loss by width and by depth and the rank correlations, per budget the spread."""
     lines = ["# Ranking diagnostics", "",
              "Block losses of the scored candidates (shrinking's survivors and probes spread over every width and "
              "depth): best / mean / count per group. A supernet that ranks gives lower losses to wider and deeper "
              "blocks: Spearman(params, loss) and Spearman(depth, loss) below 0.", ""]
-    warnings = warnings_of(rankings)
+    warnings = [*warnings_of(rankings), *notes]
     if warnings:
         lines += ["**Warnings**", "", *[f"- {w}" for w in warnings], ""]
     for r in rankings:
@@ -63,9 +63,11 @@ def ranking_markdown(rankings: list[BlockRanking], spreads: list[TopSpread]) -> 
     return "\n".join(lines) + "\n"
 
 
-def write_ranking(rankings: list[BlockRanking], spreads: list[TopSpread], path: Path) -> Path:
-    path.write_text(ranking_markdown(rankings, spreads))
-    for warning in warnings_of(rankings):
+def write_ranking(rankings: list[BlockRanking], spreads: list[TopSpread], path: Path,
+                  notes: list[str] = ()) -> Path:
+    """`ranking.md`; its warnings (and `notes`, e.g. a uniform BERT beating a budget's search) also in the log."""
+    path.write_text(ranking_markdown(rankings, spreads, notes))
+    for warning in [*warnings_of(rankings), *notes]:
         log.warning("ranking: %s", warning)
     return path
 

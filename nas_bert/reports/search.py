@@ -20,7 +20,7 @@ from nas_bert.space import SearchSpace
 from nas_bert.utils import wide_console
 
 COLUMNS = ["budget", "selected", "approx_rank", "params_M", "gflops", "latency_ms", "approx_loss", "model_loss",
-           "layers"]
+           "origin", "layers"]
 
 
 @dataclass
@@ -44,6 +44,7 @@ def architecture_file(result: BudgetResult, space: SearchSpace, teacher: str, ou
                    "max_latency_ms": None if budget.max_latency is None else budget.max_latency * 1e3},
         "params": best.params, "flops_per_sequence": best.flops, "predicted_latency_ms": best.latency * 1e3,
         "approx_loss": best.approx_loss, "model_loss": best.model_loss, "approx_rank": best.approx_rank,
+        "origin": best.origin,
         "num_feasible": result.num_feasible, "teacher": teacher, "space": space.to_dict(),
     }
     return Arch(blocks=best.arch.blocks, embed=best.arch.embed, meta=meta).save(out_dir / f"{budget.name}.yaml")
@@ -55,13 +56,13 @@ def rows(results: list[BudgetResult]) -> list[list[Any]]:
     for result in results:
         for i, m in enumerate(result.ranked):
             out.append([result.budget.name, i == 0, m.approx_rank, m.params / 1e6, m.flops / 1e9, m.latency * 1e3,
-                        m.approx_loss, m.model_loss, " ".join(m.arch.layers)])
+                        m.approx_loss, m.model_loss, m.origin, " ".join(m.arch.layers)])
     return out
 
 
 def print_selected(results: list[BudgetResult]) -> None:
     table = Table(title="NAS-BERT: selected architecture per budget")
-    for col in ("budget", "params", "GFLOPs/seq", "pred. latency", "approx loss", "model loss", "feasible",
+    for col in ("budget", "params", "GFLOPs/seq", "pred. latency", "approx loss", "model loss", "feasible", "from",
                 "blocks (width: ops)"):
         table.add_column(col)
     for r in results:
@@ -69,8 +70,22 @@ def print_selected(results: list[BudgetResult]) -> None:
         blocks = " | ".join(f"{blk.hidden}: {' '.join(op for op in blk.ops if op != 'identity')}"
                             for blk in b.arch.blocks)
         table.add_row(r.budget.name, f"{b.params / 1e6:.2f}M", f"{b.flops / 1e9:.2f}", f"{b.latency * 1e3:.2f} ms",
-                      f"{b.approx_loss:.4f}", f"{b.model_loss:.4f}", f"{r.num_feasible:,}", blocks)
+                      f"{b.approx_loss:.4f}", f"{b.model_loss:.4f}", f"{r.num_feasible:,}", b.origin, blocks)
     wide_console().print(table)
+    for note in contender_notes(results):
+        wide_console().print(note)
+
+
+def contender_notes(results: list[BudgetResult]) -> list[str]:
+    """A sentence per budget whose pick is not the search's own: a uniform BERT, or another budget's pick, beat
+    every model of its top-T by whole-model loss (`nas_bert.nas.contenders`)."""
+    notes = []
+    for r in results:
+        own = next((m for m in r.ranked if m.origin == "search"), None)
+        if r.best.origin != "search" and own is not None:
+            notes.append(f"budget {r.budget.name}: {r.best.origin} (whole-model loss {r.best.model_loss:.4f}) beats "
+                         f"the search's best of this budget ({own.model_loss:.4f}) and is its pick")
+    return notes
 
 
 @dataclass

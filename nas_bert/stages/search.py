@@ -26,6 +26,7 @@ from nas_bert.nas.approximation import (
     rerank,
     select_feasible,
 )
+from nas_bert.nas.contenders import with_contenders
 from nas_bert.nas.latency import LatencyTable, candidate_latency, default_table_path, load_or_measure
 from nas_bert.nas.ranking import block_ranking, scored_candidates, top_spread
 from nas_bert.nas.shrinking import read_alive
@@ -34,6 +35,7 @@ from nas_bert.reports.search import (
     COLUMNS,
     BudgetResult,
     architecture_file,
+    contender_notes,
     log_results,
     pareto_plot,
     print_selected,
@@ -114,16 +116,22 @@ def train_supernet(cfg: DictConfig, model, datamodule, table: LatencyTable, outp
     return trainer
 
 
+def scoring_states(cfg: DictConfig, model, datamodule) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
+    """The teacher's states and masks of the dev batches every candidate and model is scored on: the
+    `search.selection.loss_batches` after those shrinking scores with."""
+    sel, shrink = cfg.search.selection, cfg.search.shrinking
+    datamodule.setup("validate")
+    skip = shrink.eval_batches * (shrink.eval_batch_size or datamodule.eval_batch_size)  # not used for shrinking
+    return model.reference_states(first_batches(datamodule.val_dataset, sel.batch_size, sel.loss_batches,
+                                                offset=skip))
+
+
 def select_architectures(cfg: DictConfig, model, datamodule, table: LatencyTable, run_dir: Path,
                          output_dir: Path, loggers) -> list[BudgetResult]:
     """Loss table, multi-budget selection, re-ranking; writes architectures/<budget>.yaml."""
     sel, space = cfg.search.selection, model.space
     alive = read_alive(run_dir / SHRINKING_STATE)
-    datamodule.setup("validate")
-    shrink = cfg.search.shrinking
-    skip = shrink.eval_batches * (shrink.eval_batch_size or datamodule.eval_batch_size)  # not used for shrinking
-    states, masks = model.reference_states(first_batches(datamodule.val_dataset, sel.batch_size,
-                                                         sel.loss_batches, offset=skip))
+    states, masks = scoring_states(cfg, model, datamodule)
     ranking = cfg.search.get("ranking") or {}
     scored = scored_candidates(space, alive, int(ranking.get("probes_per_block") or 0), cfg.seed)
     scored_losses = loss_table(model, scored, states, masks)  # the survivors' and the probes', each scored once
@@ -137,10 +145,14 @@ def select_architectures(cfg: DictConfig, model, datamodule, table: LatencyTable
     selections, errors = select_feasible(blocks, coupling, budgets, k=sel.top_t)
     results = [BudgetResult(b, rerank(model, space, selections[b.name], states, masks),
                             selections[b.name].num_feasible) for b in budgets if b.name in selections]
+    contended = with_contenders(model, space, {r.budget: r.ranked for r in results}, table, vocab,
+                                sel.flops_seq_len, states, masks)  # uniform BERTs, other budgets' picks
+    results = [BudgetResult(r.budget, contended[r.budget], r.num_feasible) for r in results]
 
-    spreads = [top_spread(r.budget.name, [m.approx_loss for m in r.ranked], [m.model_loss for m in r.ranked],
-                          r.best.approx_rank) for r in results]
-    write_ranking(rankings, spreads, output_dir / "ranking.md")
+    own = {r.budget.name: [m for m in r.ranked if m.origin == "search"] for r in results}  # the top-T alone
+    spreads = [top_spread(r.budget.name, [m.approx_loss for m in own[r.budget.name]],
+                          [m.model_loss for m in own[r.budget.name]], r.best.approx_rank) for r in results]
+    write_ranking(rankings, spreads, output_dir / "ranking.md", contender_notes(results))
     print_ranking(rankings)
     log_ranking(loggers, rankings, spreads)
     arch_dir = output_dir / "architectures"
