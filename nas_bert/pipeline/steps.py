@@ -38,8 +38,8 @@ class Model:
     budget: str | None
     path: str  # the encoder to fine-tune (after its pre-training step, for students)
     arch: Any = None  # nas_bert.arch.Arch for students
-    arch_file: str | None = None  # a student pre-trained from this architecture file (else: its role says which)
     roles: list[tuple[str, str | None]] = field(default_factory=list)  # every (role, budget) it stands for
+    arch_file: str | None = None  # a student pre-trained from this architecture file (else: its role says which)
 
 
 class PipelineError(RuntimeError):
