@@ -159,3 +159,20 @@ def test_ddp_ranks_train_the_same_paths_shrink_alike_and_end_identical(tiny_teac
     assert ranks[0]["alive"] == ranks[0]["module_alive"]  # training samples from the shrunk sets
     bins = assign_bins(tiny_space.candidate_params, tiny_space.candidate_flops(128).astype(float), 2)
     assert sum(len(a) for a in ranks[0]["alive"]) < 3 * int((bins >= 0).sum())  # rounds really pruned
+
+
+def test_the_teacher_state_cache_serves_later_epochs_the_states_the_teacher_gives(tiny_teacher_dir, tiny_space,
+                                                                                 cache_dir, tmp_path):
+    """16 sequences in 2 steps per epoch, 4 steps: the second epoch reads every state from the cache, and those
+    are the teacher's block states to float16 precision."""
+    data = make_data(tiny_teacher_dir, cache_dir, n_train=16)
+    module = SupernetDistillation(tiny_space, FrozenTeacher(str(tiny_teacher_dir), tiny_space.num_blocks),
+                                  partial(torch.optim.AdamW, lr=1e-3),
+                                  teacher_cache={"dir": str(tmp_path / "states"), "capacity": 16})
+    trainer(tmp_path, max_steps=4, limit_val_batches=0).fit(module, datamodule=data)
+    assert module.teacher_cache.hits == 16 and module.teacher_cache.misses == 16
+    batch = next(iter(data.train_dataloader()))
+    cached, direct = module.teacher_states(batch, train=True), module.teacher_states(batch)
+    assert len(cached) == tiny_space.num_blocks + 1
+    for a, b in zip(cached, direct):
+        torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-3)

@@ -72,6 +72,8 @@ def test_search_writes_checkpoint_logs_config_and_architectures(searched, own_te
     assert sum(1 for _ in open(run / "candidates.csv")) > len(files)
     ranking = (run / "ranking.md").read_text()  # the diagnostics of every block and budget
     assert all(f"## Block {n}" in ranking for n in range(3)) and all(name in ranking for name in budgets)
+    numbers = json.loads((run / "ranking.json").read_text())
+    assert len(numbers["blocks"]) == 3 and {b["budget"] for b in numbers["budgets"]} == set(budgets)
     assert (searched / "search" / "latest").resolve() == run.resolve()
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +44,24 @@ def sequence_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor | None =
     return keys
 
 
+def cache_spec(directory: str | None, max_gib: float, name_or_path: str, layers: int, hidden: int, seq_len: int,
+               sequences: int) -> dict | None:
+    """{"dir", "capacity"} of the cache of a teacher (`layers` + 1 states of width `hidden`) for `sequences`
+    sequences of `seq_len` tokens, at most `max_gib` (float16); None when `directory` is null. One folder per
+    teacher (its resolved path and config) and sequence length, so every run of that teacher shares it."""
+    from nas_bert.teacher import resolve_model_path
+
+    if not directory:
+        return None
+    resolved = Path(resolve_model_path(name_or_path))
+    identity = (resolved / "config.json").read_bytes() if (resolved / "config.json").is_file() else b""
+    digest = hashlib.sha256(str(resolved).encode() + identity).hexdigest()[:8]
+    name = re.sub(r"[^A-Za-z0-9]+", "-", name_or_path).strip("-")[-80:]
+    row_bytes = (layers + 1) * seq_len * hidden * 2  # float16
+    capacity = min(sequences, int(float(max_gib) * 2**30 // row_bytes))
+    return {"dir": str(Path(directory) / f"{name}-{digest}-t{seq_len}"), "capacity": max(capacity, 1)}
+
+
 class TeacherStateCache:
     """Hidden states of `layers` (len(layers), T, D) of up to `capacity` sequences of length `seq_len`, on disk.
 
@@ -50,6 +69,13 @@ class TeacherStateCache:
     cached rows and running `compute` (the teacher) only on the rows it has not seen; new rows are stored
     while there is room. Sequences of another length are computed and not stored.
     """
+
+    @classmethod
+    def for_rank(cls, spec: dict, rank: int, world: int, layers: int, seq_len: int, hidden: int) -> TeacherStateCache:
+        """The cache of `spec` (`cache_spec`) for one process of a `world`-process run: its own folder, every one
+        of the teacher's `layers` + 1 states."""
+        return cls(Path(spec["dir"]) / f"rank{rank}of{world}", list(range(layers + 1)), seq_len, hidden,
+                   int(spec["capacity"]))
 
     def __init__(self, directory: str | Path, layers: list[int], seq_len: int, hidden: int, capacity: int) -> None:
         if capacity < 1:

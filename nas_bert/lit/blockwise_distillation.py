@@ -17,6 +17,7 @@ import torch
 
 from nas_bert.arch import Arch, ArchitectureError, BlockArch
 from nas_bert.distill import masked_mse
+from nas_bert.distill.state_cache import TeacherStateCache
 from nas_bert.lit.optim import configure_optimization
 from nas_bert.nas.sampling import SAMPLINGS, sample_paths
 from nas_bert.nas.supernet import Supernet
@@ -42,6 +43,7 @@ class SupernetDistillation(L.LightningModule):
         reference_arch: dict[str, Any] | None = None,
         sampling: str = "uniform",
         paths_per_step: int = 1,
+        teacher_cache: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["space", "teacher", "optimizer", "scheduler"], logger=False)
@@ -54,6 +56,9 @@ class SupernetDistillation(L.LightningModule):
             raise ValueError(f"model.sampling={sampling!r}, model.paths_per_step={paths_per_step}: sampling is one of "
                              f"{', '.join(SAMPLINGS)}, paths_per_step >= 1 (sandwich: >= 2; fair: one per op)")
         self.sampling, self.paths_per_step = sampling, paths_per_step
+        # {"dir", "capacity"} (nas_bert.distill.state_cache.cache_spec): the teacher's training states kept on disk
+        self.teacher_cache_spec = dict(teacher_cache) if teacher_cache else None
+        self.teacher_cache: TeacherStateCache | None = None
         self.space = space
         self.supernet = Supernet(space, teacher.hidden_size, dropout=dropout)
         self.teacher = teacher  # a FrozenTeacher is no nn.Module: outside the module tree
@@ -73,9 +78,22 @@ class SupernetDistillation(L.LightningModule):
         return self.supernet(states, mask, self.reference)
 
     # -- helpers -------------------------------------------------------------------------------
-    def teacher_states(self, batch: Batch) -> list[torch.Tensor]:
-        """Y_0..Y_N from the frozen teacher, each (B, T, D)."""
-        return self.teacher.block_states(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+    def teacher_states(self, batch: Batch, train: bool = False) -> list[torch.Tensor]:
+        """Y_0..Y_N from the frozen teacher, each (B, T, D); training batches read the state cache when it is on
+        (float16 as stored, whether computed now or read back)."""
+        if not (train and self.teacher_cache_spec):
+            return self.teacher.block_states(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        if self.teacher_cache is None:  # opened at the first step: the sequence length is the batch's
+            self.teacher_cache = TeacherStateCache.for_rank(
+                self.teacher_cache_spec, self.global_rank, self.trainer.world_size if self._trainer else 1,
+                self.teacher.num_layers, batch["input_ids"].shape[1], self.teacher.hidden_size)
+
+        def compute(rows: torch.Tensor) -> dict[int, torch.Tensor]:
+            sub = {k: v[rows] for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+            return dict(enumerate(self.teacher.hidden_states(**sub)))
+
+        states = self.teacher_cache.lookup(batch["input_ids"], batch["attention_mask"], compute)
+        return [states[n * self.teacher.layers_per_block] for n in range(self.space.num_blocks + 1)]
 
     def sample_paths(self) -> list[Arch]:
         """The paths of this optimizer step: a pure function of (seed, global step) and the alive candidates."""
@@ -128,7 +146,7 @@ class SupernetDistillation(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         paths = self.sample_paths()
         self.last_arch = paths[0]
-        states = self.teacher_states(batch)  # once, for every path
+        states = self.teacher_states(batch, train=True)  # once, for every path
         losses = torch.stack([torch.stack(self.block_losses(batch, arch, states)) for arch in paths])  # (paths, N)
         self.flops_per_batch = sum(self._path_flops(arch, batch, train=True) for arch in paths)
         per_path = losses.detach().mean(dim=0)
@@ -137,6 +155,8 @@ class SupernetDistillation(L.LightningModule):
         self.log("train/path_params", float(np.mean(path_params)))
         for n, mse in enumerate(per_path):
             self.log(f"train/block{n}_mse", mse)
+        if self.teacher_cache is not None:
+            self.log("train/teacher_cache_hit_rate", self.teacher_cache.hit_rate())
         return losses.sum()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

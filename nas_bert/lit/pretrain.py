@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -166,11 +165,9 @@ class PretrainDistillation(L.LightningModule):
         if not (train and self.teacher_cache_spec):
             return compute()
         if self.teacher_cache is None:  # opened at the first step: the sequence length is the batch's
-            spec, world = self.teacher_cache_spec, self.trainer.world_size if self._trainer else 1
-            folder = Path(spec["dir"]) / f"rank{self.global_rank}of{world}"
-            self.teacher_cache = TeacherStateCache(folder, list(range(self.teacher.config.num_hidden_layers + 1)),
-                                                   inputs["input_ids"].shape[1], self.teacher.hidden_size,
-                                                   int(spec["capacity"]))
+            self.teacher_cache = TeacherStateCache.for_rank(
+                self.teacher_cache_spec, self.global_rank, self.trainer.world_size if self._trainer else 1,
+                self.teacher.config.num_hidden_layers, inputs["input_ids"].shape[1], self.teacher.hidden_size)
         return self.teacher_cache.lookup(inputs["input_ids"], inputs.get("attention_mask"), compute)
 
     def representation_losses(self, batch: Batch, train: bool) -> dict[str, torch.Tensor]:

@@ -3,8 +3,10 @@ warnings and W&B scalars and tables."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 from lightning.pytorch.loggers import Logger, WandbLogger
@@ -65,8 +67,12 @@ def ranking_markdown(rankings: list[BlockRanking], spreads: list[TopSpread], not
 
 def write_ranking(rankings: list[BlockRanking], spreads: list[TopSpread], path: Path,
                   notes: list[str] = ()) -> Path:
-    """`ranking.md`; its warnings (and `notes`, e.g. a uniform BERT beating a budget's search) also in the log."""
+    """`ranking.md` and, beside it, `ranking.json` (the same numbers, for scripts); the warnings (and `notes`,
+    e.g. a uniform BERT beating a budget's search) also in the log."""
     path.write_text(ranking_markdown(rankings, spreads, notes))
+    numbers = {"blocks": [{**asdict(r), "depth_signal": r.depth_signal, "tells_depths_apart": r.tells_depths_apart}
+                          for r in rankings], "budgets": [asdict(s) for s in spreads], "notes": list(notes)}
+    path.with_suffix(".json").write_text(json.dumps(numbers, indent=2, allow_nan=True))
     for warning in [*warnings_of(rankings), *notes]:
         log.warning("ranking: %s", warning)
     return path

@@ -3,7 +3,6 @@ export it as a Hugging Face model directory (safetensors + tokenizer) that `from
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -18,6 +17,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from nas_bert.arch import Arch
 from nas_bert.distill.masking import TokenMasker
 from nas_bert.distill.mlm_head import EncoderWithMLMHead, MissingMLMHead, fit_mlm_head, load_masked_lm
+from nas_bert.distill.state_cache import cache_spec
 from nas_bert.encoder import encoder_params
 from nas_bert.inherit import inherit_from_supernet, inherit_teacher_embeddings, load_supernet_checkpoint
 from nas_bert.modeling import NasBertForMaskedLM
@@ -258,16 +258,10 @@ def teacher_cache_spec(cfg: DictConfig, objective: str, sequences: int, teacher:
     (objectives other than representation mask their inputs, so the teacher's states change every step). It holds
     every layer's states, so every student of this teacher and sequence length shares it."""
     cache = cfg.get("teacher_cache")
-    if not cache or not cache.get("dir") or objective != "representation":
+    if not cache or objective != "representation":
         return None
-    resolved = Path(resolve_model_path(teacher.name_or_path))
-    identity = (resolved / "config.json").read_bytes() if (resolved / "config.json").is_file() else b""
-    digest = hashlib.sha256(str(resolved).encode() + identity).hexdigest()[:8]
-    seq_len = cfg.data.max_seq_length
-    folder = Path(cache.dir) / f"{slug(teacher.name_or_path)}-{digest}-t{seq_len}"
-    row_bytes = (teacher.config.num_hidden_layers + 1) * seq_len * teacher.hidden_size * 2  # float16
-    capacity = min(sequences, int(float(cache.max_gib) * 2**30 // row_bytes))
-    return {"dir": str(folder), "capacity": max(capacity, 1)}
+    return cache_spec(cache.get("dir"), cache.max_gib, teacher.name_or_path, teacher.config.num_hidden_layers,
+                      teacher.hidden_size, cfg.data.max_seq_length, sequences)
 
 
 def export_student(cfg: DictConfig, export_dir: Path, student: NasBertForMaskedLM, tokenizer: PreTrainedTokenizerBase,

@@ -43,8 +43,7 @@ from nas_bert.reports.search import (
     sample_cloud,
 )
 from nas_bert.space import SearchSpace
-from nas_bert.stages.common import build, build_trainer, finish_loggers
-from nas_bert.stages.fit import prepare_module_and_data
+from nas_bert.stages.common import build, build_trainer, finish_loggers, start_run
 from nas_bert.utils import wide_console
 from nas_bert.utils.batch import first_batches
 
@@ -180,6 +179,24 @@ def link_latest(output_dir: Path, link: Path) -> None:
     tmp.replace(link)  # atomic
 
 
+def supernet_cache_spec(cfg: DictConfig, datamodule) -> dict | None:
+    """`search.teacher_cache`: the teacher's states of the training sequences kept on disk (float16), so that
+    epochs after the first skip the teacher's forward; None when `dir` is null."""
+    cache = cfg.search.get("teacher_cache")
+    if not cache or not cache.get("dir"):
+        return None
+    from transformers import AutoConfig
+
+    from nas_bert.distill.state_cache import cache_spec
+    from nas_bert.teacher import resolve_model_path
+
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    teacher = AutoConfig.from_pretrained(resolve_model_path(cfg.teacher.name_or_path))
+    return cache_spec(cache.dir, cache.max_gib, cfg.teacher.name_or_path, teacher.num_hidden_layers,
+                      teacher.hidden_size, cfg.data.max_seq_length, len(datamodule.train_dataset))
+
+
 def init_supernet(cfg: DictConfig, model, datamodule, output_dir: Path) -> None:
     """`search.init=extract`: every MHA / FFN op of every (slot, width) from the teacher layer its slot maps to, the
     width projections as selection matrices (`nas_bert.extract.extract_supernet`; sepconv ops stay fresh), with
@@ -208,7 +225,9 @@ def init_supernet(cfg: DictConfig, model, datamodule, output_dir: Path) -> None:
 def run_search(cfg: DictConfig) -> dict[str, float]:
     """The whole search stage; returns the final validation metrics and the selected models' losses."""
     output_dir = Path(cfg.paths.output_dir)
-    model, datamodule = prepare_module_and_data(cfg)
+    start_run(cfg)
+    datamodule = build(cfg.data)
+    model = build(cfg.model, teacher_cache=supernet_cache_spec(cfg, datamodule))
     table = latency_table_for(cfg, model.space, vocab_of(model))
     table.save(output_dir / "latency_table.json")  # the table this run used, beside its outputs
 
