@@ -36,6 +36,7 @@ VARIANTS = {
     "extract_fair": ["search.init=extract", "model.sampling=fair"],
     "extract_sandwich": ["search.init=extract", "model.sampling=sandwich", "model.paths_per_step=4"],
     "cache": ["search.teacher_cache.dir=${paths.cache_dir}/supernet_states"],
+    "settle": ["search.shrinking.settle_tau=0.8"],
 }
 STUDY = ["data/corpus=gutenberg", "data.num_proc=2", "search.latency.device=cpu", "search.latency.batch_size=1",
          "search.latency.seq_len=128",

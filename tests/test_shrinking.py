@@ -140,3 +140,19 @@ def test_resuming_a_finished_run_keeps_its_state_file(tiny_teacher_dir, tiny_spa
     make_trainer(tmp_path, [again], max_epochs=30, enable_checkpointing=False).fit(
         module, datamodule=data, ckpt_path=tmp_path / "done.ckpt")
     assert json.loads(state.read_text())["alive"] == finished == [a.tolist() for a in again.alive]
+
+
+@pytest.mark.parametrize("tau, first_round_epoch", [(-1.0, 1), (1.0, 2)])
+def test_shrinking_waits_for_the_ranking_to_settle(tiny_teacher_dir, tiny_space, tmp_path, tau, first_round_epoch):
+    """One warm-up epoch. tau -1: settled as soon as two epochs of probe losses can be compared (after epoch 1);
+    tau 1 (a ranking that does not move at all): not reached, so the rounds start once max_settle_epochs=2 have
+    passed (after epoch 2); the state a resume needs is kept."""
+    data, module, shrinking = setup_run(tiny_teacher_dir, tiny_space, tmp_path, candidates_per_bin=100,
+                                        settle_tau=tau, settle_probes=12, max_settle_epochs=2)
+    record = RecordRounds(shrinking)
+    make_trainer(tmp_path, [shrinking, record], max_epochs=4, enable_checkpointing=False).fit(module, datamodule=data)
+    full = np.bincount(shrinking.bins[shrinking.bins >= 0], minlength=2)
+    unshrunk = [int(i) for i, c in enumerate(record.counts) if (c == full).all()]
+    assert unshrunk == list(range(first_round_epoch))
+    assert shrinking.settled and len(shrinking.probe_losses) == 3 and len(shrinking.probe_losses[0]) >= 6
+    assert shrinking.state_dict()["settle_epochs"] == first_round_epoch + 1

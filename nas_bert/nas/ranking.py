@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchmetrics.functional import spearman_corrcoef
+from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
 
 from nas_bert.arch import IDENTITY, BlockArch
 from nas_bert.space import SearchSpace
@@ -70,6 +70,13 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
         return math.nan
     return float(spearman_corrcoef(torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)))
+
+
+def kendall(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b; nan when either side is constant or n < 3."""
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan
+    return float(kendall_rank_corrcoef(torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)))
 
 
 def groups(keys: np.ndarray, loss: np.ndarray) -> dict[int, GroupLoss]:

@@ -6,6 +6,11 @@ end, every bin of every block scores up to E of its alive candidates by block lo
 validation batches and drops the worse half (never below m). Training samples only the alive
 candidates. When every bin holds at most m candidates, supernet training stops. The alive sets
 are saved in checkpoints and restored on resume.
+
+With `settle_tau`, shrinking waits past the warm-up until the ranking has settled: at each epoch end a fixed set
+of probe candidates per block (spread over every width and depth) is scored, and the first round runs once every
+block's Kendall tau between this epoch's and the previous epoch's probe losses reaches `settle_tau` (or after
+`max_settle_epochs` more epochs, with a warning).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from nas_bert.nas.ranking import kendall, probe_candidates
 from nas_bert.utils.batch import first_batches
 
 log = logging.getLogger(__name__)
@@ -59,13 +65,17 @@ class ProgressiveShrinking(L.Callback):
             None falls back to FLOPs as the latency measure.
         eval_batch_size: batch size of the scoring batches (default: the data's eval batch size).
         seed: seeds which E candidates of a bin are scored in each round.
+        settle_tau: wait for the ranking to settle before the first round (None: start after the warm-up).
+        settle_probes: probe candidates per block scored to judge it.
+        max_settle_epochs: epochs past the warm-up after which shrinking starts even if unsettled.
         state_file: JSON file the alive sets are written to after every round (global rank 0), for
             the selection stage and for people; the checkpoint holds the same state for resuming.
     """
 
     def __init__(self, num_bins: int = 10, candidates_per_bin: int = 2000, eval_batches: int = 5,
                  min_per_bin: int = 10, warmup_epochs: int = 3, candidate_latency: np.ndarray | None = None,
-                 eval_batch_size: int | None = None, seed: int = 0, state_file: str | None = None) -> None:
+                 eval_batch_size: int | None = None, seed: int = 0, state_file: str | None = None,
+                 settle_tau: float | None = None, settle_probes: int = 60, max_settle_epochs: int = 10) -> None:
         if min(num_bins, candidates_per_bin, eval_batches, min_per_bin) < 1 or warmup_epochs < 0:
             raise ValueError("num_bins, candidates_per_bin, eval_batches, min_per_bin must be >= 1, warmup >= 0")
         if candidates_per_bin < 2:
@@ -80,16 +90,25 @@ class ProgressiveShrinking(L.Callback):
         self.rounds = 0
         self.done = False
         self.last_epoch = -1  # the latest epoch whose end was handled (resume runs missed ones)
+        if settle_tau is not None and not -1 <= settle_tau <= 1:
+            raise ValueError(f"settle_tau is a Kendall tau in [-1, 1] (or null), got {settle_tau}")
+        self.settle_tau, self.settle_probes, self.max_settle_epochs = settle_tau, settle_probes, max_settle_epochs
+        self.settled = settle_tau is None
+        self.probe_losses: list[list[float]] | None = None  # the previous epoch's, per block
+        self.settle_epochs = 0
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"alive": None if self.alive is None else [a.tolist() for a in self.alive],
-                "rounds": self.rounds, "done": self.done, "last_epoch": self.last_epoch}
+                "rounds": self.rounds, "done": self.done, "last_epoch": self.last_epoch, "settled": self.settled,
+                "probe_losses": self.probe_losses, "settle_epochs": self.settle_epochs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.alive = None if state["alive"] is None else [np.asarray(a, dtype=np.int64) for a in state["alive"]]
         self.rounds, self.done = state["rounds"], state["done"]
         self.last_epoch = state.get("last_epoch", -1)
+        self.settled = state.get("settled", self.settle_tau is None)
+        self.probe_losses, self.settle_epochs = state.get("probe_losses"), state.get("settle_epochs", 0)
 
     def alive_per_bin(self) -> np.ndarray:
         """Counts, shape (num_blocks, num_bins)."""
@@ -151,6 +170,8 @@ class ProgressiveShrinking(L.Callback):
         if self.done or epoch + 1 < self.warmup_epochs:
             return
         states, masks = pl_module.reference_states(self._scoring_batches(trainer))
+        if not self.settled and not self._settle(trainer, pl_module, states, masks):
+            return
         rng = np.random.default_rng([self.seed, epoch])
         was_training = pl_module.training
         pl_module.eval()
@@ -180,6 +201,30 @@ class ProgressiveShrinking(L.Callback):
             self.write_state()
 
     # -- internals -----------------------------------------------------------------------------
+    def _settle(self, trainer, pl_module, states, masks) -> bool:
+        """Score the probes; whether the ranking has settled (then the rounds start)."""
+        space = pl_module.space
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            losses = [self._score(trainer, pl_module, n, probe_candidates(space, self.settle_probes, self.seed + n),
+                                  states, masks).tolist() for n in range(len(self.alive))]
+        finally:
+            pl_module.train(was_training)
+        taus = [kendall(a, b) for a, b in zip(losses, self.probe_losses)] if self.probe_losses else []
+        self.probe_losses, self.settle_epochs = losses, self.settle_epochs + 1
+        for n, tau in enumerate(taus):
+            pl_module.log(f"search/block{n}_settle_tau", tau)
+        if taus and min(taus) >= self.settle_tau:
+            log.info("the ranking has settled (Kendall tau per block %s >= %s): shrinking starts",
+                     [round(t, 3) for t in taus], self.settle_tau)
+            self.settled = True
+        elif self.settle_epochs > self.max_settle_epochs:
+            log.warning("the ranking has not settled after %d epochs (Kendall tau per block %s < %s): shrinking "
+                        "starts anyway", self.max_settle_epochs, [round(t, 3) for t in taus], self.settle_tau)
+            self.settled = True
+        return self.settled
+
     def _shrink_block(self, trainer, pl_module, n: int, states, masks, rng) -> np.ndarray:
         alive, scored = self.alive[n], []
         for b in range(self.num_bins):
