@@ -86,6 +86,38 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def report(out: Path) -> str:
+    """Markdown: per (student, init) the mean +- std over seeds of each task and of the 4-task average, and the
+    average's lead over `teacher_embeddings` (the issue's goal: >= 2 points)."""
+    import statistics
+
+    rows = list(csv.DictReader(out.open()))
+    lines = [f"| student | init | seeds | {' | '.join(TASKS)} | average | vs teacher_embeddings |",
+             "|---|---|---:|" + "---:|" * (len(TASKS) + 2)]
+    for student in STUDENTS:
+        averages = {}
+        for init in INITS:
+            mine = [r for r in rows if r["student"] == student and r["init"] == init]
+            seeds = sorted({int(r["seed"]) for r in mine if all(
+                any(q["task"] == t and q["seed"] == r["seed"] for q in mine) for t in TASKS)})
+            if not seeds:
+                continue
+            score = {(int(r["seed"]), r["task"]): float(r["score"]) for r in mine}
+            averages[init] = [sum(score[s, t] for t in TASKS) / len(TASKS) for s in seeds]
+
+            def cell(values: list[float]) -> str:
+                return f"{statistics.mean(values):.1f} +- {statistics.stdev(values):.1f}" if len(values) > 1 else (
+                    f"{values[0]:.1f}")
+
+            lead = ""
+            if "teacher_embeddings" in averages and init != "teacher_embeddings":
+                lead = f"{statistics.mean(averages[init]) - statistics.mean(averages['teacher_embeddings']):+.1f}"
+            lines.append(f"| {student} | {init} | {len(seeds)} | "
+                         + " | ".join(cell([score[s, t] for s in seeds]) for t in TASKS)
+                         + f" | {cell(averages[init])} | {lead} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -93,7 +125,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "init_study_glue")
     parser.add_argument("--workers", type=int, default=2, help="fine-tunings side by side (the CPU study's 2)")
     parser.add_argument("--smoke", action="store_true", help="debug sizes on the bundled corpus and GLUE samples")
+    parser.add_argument("--report", action="store_true", help="only print the CSV's table (markdown)")
     args = parser.parse_args()
+    if args.report:
+        print(report(args.out))
+        return
     args.work = args.work.resolve()
     finished = {int(r["seed"]) for r in csv.DictReader(args.out.open())} if args.out.is_file() else set()
     for seed in args.seeds:
