@@ -92,8 +92,8 @@ def report(out: Path) -> str:
     import statistics
 
     rows = list(csv.DictReader(out.open()))
-    lines = [f"| student | init | seeds | {' | '.join(TASKS)} | average | vs teacher_embeddings |",
-             "|---|---|---:|" + "---:|" * (len(TASKS) + 2)]
+    lines = [f"| student | init | seeds | pre-training loss | {' | '.join(TASKS)} | average | vs teacher_embeddings |",
+             "|---|---|---:|" + "---:|" * (len(TASKS) + 3)]
     for student in STUDENTS:
         averages = {}
         for init in INITS:
@@ -103,16 +103,17 @@ def report(out: Path) -> str:
             if not seeds:
                 continue
             score = {(int(r["seed"]), r["task"]): float(r["score"]) for r in mine}
+            loss = {int(r["seed"]): float(r["pretrain_val_loss"]) for r in mine}
             averages[init] = [sum(score[s, t] for t in TASKS) / len(TASKS) for s in seeds]
 
-            def cell(values: list[float]) -> str:
-                return f"{statistics.mean(values):.1f} +- {statistics.stdev(values):.1f}" if len(values) > 1 else (
-                    f"{values[0]:.1f}")
+            def cell(values: list[float], digits: int = 1) -> str:
+                mean = f"{statistics.mean(values):.{digits}f}"
+                return f"{mean} ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else mean
 
             lead = ""
             if "teacher_embeddings" in averages and init != "teacher_embeddings":
                 lead = f"{statistics.mean(averages[init]) - statistics.mean(averages['teacher_embeddings']):+.1f}"
-            lines.append(f"| {student} | {init} | {len(seeds)} | "
+            lines.append(f"| {student} | {init} | {len(seeds)} | {cell([loss[s] for s in seeds], 3)} | "
                          + " | ".join(cell([score[s, t] for s in seeds]) for t in TASKS)
                          + f" | {cell(averages[init])} | {lead} |")
     return "\n".join(lines)
