@@ -44,6 +44,17 @@ def done(out: Path) -> set[tuple[str, str, int]]:
     return {(r["student"], r["init"], int(r["seed"])) for r in csv.DictReader(out.open())}
 
 
+def append_rows(out: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
+    """Append `rows` to the CSV `out` (its header first when it is new)."""
+    new = not out.is_file()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
 def val_rows(run: Path) -> list[dict[str, float]]:
     """(step, val/...) of every validation the run logged."""
     rows = [r for r in csv.DictReader((run / "csv" / "metrics.csv").open()) if r.get("val/loss")]
@@ -134,13 +145,7 @@ def main() -> None:
                     continue
                 run = run_one(student, init, seed, args.tokens, args.work, args.smoke)
                 rows = milestone_rows(student, init, seed, run, 4 * 128 if args.smoke else 32 * 128)
-                new = not args.out.is_file()
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                with args.out.open("a", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=COLUMNS)
-                    if new:
-                        writer.writeheader()
-                    writer.writerows(rows)
+                append_rows(args.out, COLUMNS, rows)
                 print(student, init, seed, [(r["milestone"], round(r["val_loss"], 4)) for r in rows], flush=True)
 
 

@@ -23,7 +23,7 @@ from datetime import date
 from functools import partial
 from pathlib import Path
 
-from init_study import INITS, STUDENTS, run_one, val_rows
+from init_study import INITS, STUDENTS, append_rows, run_one, val_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))  # conf/paths, as the entry points set it
@@ -137,13 +137,7 @@ def main() -> None:
         if seed in finished:
             continue
         rows = run_seed(seed, args)
-        new = not args.out.is_file()
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
+        append_rows(args.out, COLUMNS, rows)
         for row in rows:
             print(row["student"], row["init"], seed, row["task"], round(row["score"], 2), flush=True)
 
