@@ -77,6 +77,23 @@ def choose_architectures(search: Path, count: int, seed: int, vocab: int, positi
     return chosen
 
 
+def given_architectures(search: Path, files: list[Path]) -> dict[str, Arch]:
+    """name (the file's stem) -> architecture, each checked against the search's space before anything runs (the
+    error names the file and its first bad block and slot)."""
+    from nas_bert.arch import ArchitectureError
+    from nas_bert.space import SearchSpace
+
+    space = SearchSpace.from_dict(json.loads((search / "latency_table.json").read_text())["space"])
+    chosen = {}
+    for file in files:
+        try:
+            chosen[file.stem] = space.validate(Arch.load(file))
+        except ArchitectureError as err:
+            where = "" if str(file) in str(err) else f"{file}: "
+            raise SystemExit(f"{where}{err}; rank architectures of the space {space.name!r} the search ran") from err
+    return chosen
+
+
 def supernet_scores(search: Path, work: Path, archs: dict[str, Arch]) -> dict[str, dict[str, float]]:
     """name -> the supernet's approximate (summed block) and whole-model loss, on the search's scoring batches."""
     from hydra import compose, initialize_config_dir
@@ -137,6 +154,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--archs", type=int, default=12)
+    parser.add_argument("--arch-files", type=Path, nargs="+", default=None,
+                        help="rank these architecture files instead (each must lie in the search's space)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "ranking")
     parser.add_argument("--workers", type=int, default=2, help="fine-tunings side by side (the CPU study's 2)")
@@ -158,8 +177,10 @@ def main() -> None:
         ffn_ratio = int(cfg.space.ffn_ratio)
         arch_dir = work / "archs"
         if not arch_dir.is_dir():  # chosen once: a resumed run keeps its architectures
+            chosen = (given_architectures(search, args.arch_files) if args.arch_files else
+                      choose_architectures(search, args.archs, args.seed, teacher.vocab_size, 512))
             arch_dir.mkdir(parents=True)
-            for name, arch in choose_architectures(search, args.archs, args.seed, teacher.vocab_size, 512).items():
+            for name, arch in chosen.items():
                 arch.save(arch_dir / f"{name}.yaml")
         archs = {f.stem: Arch.load(f) for f in sorted(arch_dir.glob("*.yaml"))}
         models = {name: Model(name, "ranked", None, str(work / "pretrain" / name / "model"), arch,

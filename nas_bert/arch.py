@@ -58,10 +58,11 @@ class BlockArch:
             raise ArchitectureError(f"block hidden size must be a positive integer, got {self.hidden!r}")
         if not self.ops:
             raise ArchitectureError("a block needs at least one slot (ops is empty)")
-        for op in self.ops:
+        for slot, op in enumerate(self.ops):
             if not is_known_op(op):
                 raise ArchitectureError(
-                    f"unknown op {op!r}; known ops are mha, ffn, sepconv<k> (odd k, e.g. sepconv3) and identity"
+                    f"slot {slot}: unknown op {op!r}; known ops are mha, ffn, sepconv<k> (odd k, e.g. sepconv3) "
+                    f"and identity"
                 )
         if all(op == IDENTITY for op in self.ops):
             raise ArchitectureError(f"block {self.ops} is all identity; a block needs at least one real op")

@@ -175,8 +175,10 @@ class SearchSpace:
             )
         unknown = sorted({op for op in block.ops if op != IDENTITY and op not in self.ops})
         if unknown:
+            slot = next(i for i, op in enumerate(block.ops) if op in unknown)
             raise ArchitectureError(
-                f"{where}: ops {unknown} are not in the space {self.name!r} (allowed: {list(self.ops)} + identity)"
+                f"{where}, slot {slot}: ops {unknown} are not in the space {self.name!r} "
+                f"(allowed: {list(self.ops)} + identity)"
             )
 
     def validate(self, arch: Arch) -> Arch:

@@ -84,6 +84,8 @@ def test_space_validation_names_the_problem(tiny_space):
         tiny_space.validate_block(BlockArch(16, ("mha", "ffn", "ffn")))
     with pytest.raises(ArchitectureError, match=r"ops \['sepconv7'\] are not in the space"):
         tiny_space.validate_block(BlockArch(16, ("sepconv7", "ffn")))
+    with pytest.raises(ArchitectureError, match=r"block 2, slot 1: ops \['sepconv9'\]"):  # the first bad slot
+        tiny_space.validate(Arch(blocks=(good, good, BlockArch(16, ("mha", "sepconv9")))))
     with pytest.raises(ArchitectureError, match="2 blocks but the space 'tiny' has 3"):
         tiny_space.validate(Arch(blocks=(good, good)))
     with pytest.raises(ArchitectureError, match="not multiples of head_dim"):
