@@ -75,3 +75,16 @@ def test_a_uniform_bert_that_scores_better_is_the_pick_and_a_larger_budget_never
     assert len(notes) == 2 and notes[0].startswith("budget small: bert-")
     plain = with_contenders(Scorer(bonus=-10.0), SPACE, ranked, table(), vocab, 8, None, None)
     assert plain[small][0].origin == "search"  # uniform BERTs scoring worse do not displace the search's pick
+
+
+def test_a_budget_only_a_uniform_bert_meets_selects_it_and_says_so():
+    from nas_bert.encoder import encoder_params
+
+    vocab = VocabSpec(100, 16)
+    sizes = {name: encoder_params(a, 100, 16, ffn_ratio=SPACE.ffn_ratio) for name, a in uniform_berts(SPACE).items()}
+    tight = Budget("tight", max_params=min(sizes.values()))  # the smallest uniform BERT alone fits
+    out = with_contenders(Scorer(bonus=0.0), SPACE, {tight: []}, table(), vocab, 8, None, None)
+    assert [m.origin for m in out[tight]] == [min(sizes, key=sizes.get)]
+    notes = contender_notes([BudgetResult(tight, out[tight], 0)])
+    assert notes == [f"budget tight: no searched model meets it, only {min(sizes, key=sizes.get)} among the "
+                     f"contenders; it is the pick"]

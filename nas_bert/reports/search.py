@@ -82,7 +82,10 @@ def contender_notes(results: list[BudgetResult]) -> list[str]:
     notes = []
     for r in results:
         own = next((m for m in r.ranked if m.origin == "search"), None)
-        if r.best.origin != "search" and own is not None:
+        if own is None:
+            notes.append(f"budget {r.budget.name}: no searched model meets it, only {r.best.origin} among the "
+                         f"contenders; it is the pick")
+        elif r.best.origin != "search":
             notes.append(f"budget {r.budget.name}: {r.best.origin} (whole-model loss {r.best.model_loss:.4f}) beats "
                          f"the search's best of this budget ({own.model_loss:.4f}) and is its pick")
     return notes

@@ -144,13 +144,18 @@ def select_architectures(cfg: DictConfig, model, datamodule, table: LatencyTable
     selections, errors = select_feasible(blocks, coupling, budgets, k=sel.top_t)
     results = [BudgetResult(b, rerank(model, space, selections[b.name], states, masks),
                             selections[b.name].num_feasible) for b in budgets if b.name in selections]
-    contended = with_contenders(model, space, {r.budget: r.ranked for r in results}, table, vocab,
-                                sel.flops_seq_len, states, masks)  # uniform BERTs, other budgets' picks
-    results = [BudgetResult(r.budget, contended[r.budget], r.num_feasible) for r in results]
+    # the uniform BERTs and the other budgets' picks join every budget they meet, also one no searched model met
+    found = {r.budget.name: r for r in results}
+    contended = with_contenders(model, space, {b: found[b.name].ranked if b.name in found else [] for b in budgets},
+                                table, vocab, sel.flops_seq_len, states, masks)
+    results = [BudgetResult(b, contended[b], found[b.name].num_feasible if b.name in found else 0)
+               for b in budgets if contended[b]]
+    errors = [e for e in errors if not contended[e.budget]]
 
     own = {r.budget.name: [m for m in r.ranked if m.origin == "search"] for r in results}  # the top-T alone
     spreads = [top_spread(r.budget.name, [m.approx_loss for m in own[r.budget.name]],
-                          [m.model_loss for m in own[r.budget.name]], r.best.approx_rank) for r in results]
+                          [m.model_loss for m in own[r.budget.name]], r.best.approx_rank)
+               for r in results if own[r.budget.name]]
     write_ranking(rankings, spreads, output_dir / "ranking.md", contender_notes(results))
     print_ranking(rankings)
     log_ranking(loggers, rankings, spreads)
