@@ -4,14 +4,12 @@ tiny random BERT whose head size (8) the tiny space shares; and `student.init=ex
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from helpers.runs import compose_config, run_stage, tiny
-from omegaconf import open_dict
+from helpers.runs import run_stage, tiny
 from transformers import BertConfig, BertModel
 
 from nas_bert.arch import Arch, BlockArch
@@ -199,12 +197,10 @@ def test_train_py_extracts_a_baseline_and_a_searched_student(tmp_path, head8_tea
     arch_file = tmp_path / "searched.yaml"
     Arch(blocks=(BlockArch(32, ("mha", "sepconv3")), BlockArch(16, ("ffn", "mha")),
                  BlockArch(16, ("ffn", "identity")))).save(arch_file)
-    for name, which in [("baseline", "student.init=auto"),  # the default: extraction, where the student fits
+    for name, which in [("baseline", "student.baseline={layers: 2, hidden: 16, blocks: 1}"),
                         ("searched", f"student.arch_file={arch_file}")]:
         run = tmp_path / name
-        which = [which, "student.baseline={layers: 2, hidden: 16, blocks: 1}"] if name == "baseline" else [
-            which, "student.init=extract"]
-        run_stage(run_pretrain, "train", run, *tiny(head8_teacher, cache_dir, *which,
+        run_stage(run_pretrain, "train", run, *tiny(head8_teacher, cache_dir, which, "student.init=extract",
                                                     "student.max_positions=128", "student.extract.batches=2",
                                                     "student.extract.batch_size=4"), log_dir=tmp_path)
         init = json.loads((run / "student_init.json").read_text())
@@ -221,43 +217,6 @@ def test_train_py_extracts_a_baseline_and_a_searched_student(tmp_path, head8_tea
         run_stage(run_pretrain, "train", tmp_path / "few", *tiny(
             head8_teacher, cache_dir, "student.baseline={layers: 2, hidden: 16, blocks: 1}", "student.init=extract",
             "student.extract.batches=2", "student.extract.batch_size=64"), log_dir=tmp_path)
-
-
-def test_auto_extracts_what_fits_and_an_old_recipe_keeps_its_rule(tmp_path, head8_teacher, tiny_teacher_dir,
-                                                                   cache_dir, caplog):
-    """`student.init=auto` (recipe version 2): extract where the student fits in the teacher, else the teacher's
-    embeddings, said in the log; a recipe saved without `recipe_version` (nas-bert 0.2) keeps its rule then."""
-    from nas_bert.stages.pretrain import student_init
-    from nas_bert.stages.upgrade import upgrade_config
-
-    baseline = "student.baseline={layers: 2, hidden: 16, blocks: 1}"
-    arch = uniform_arch(2, 16, 1)
-
-    def init_of(teacher: Path, *overrides: str, old: bool = False, arch: Arch = arch) -> tuple[str, Path | None]:
-        cfg = compose_config("train", tmp_path / "run", *tiny(teacher, cache_dir, *overrides))
-        if old:  # as a recipe saved before the key existed
-            with open_dict(cfg):
-                del cfg["recipe_version"]
-            upgrade_config(cfg)
-        return student_init(cfg, arch)
-
-    assert init_of(head8_teacher, baseline) == ("extract", None)
-    with caplog.at_level(logging.WARNING):
-        assert init_of(tiny_teacher_dir, baseline) == ("teacher_embeddings", None)  # heads of 12, the space's of 8
-    assert "cannot be extracted" in caplog.text and "head size" in caplog.text
-    assert init_of(head8_teacher, baseline, old=True) == ("teacher_embeddings", None)
-    search = tmp_path / "search"  # a searched student whose search run kept its supernet
-    (search / "architectures").mkdir(parents=True)
-    (search / "checkpoints").mkdir()
-    found = Arch(blocks=(BlockArch(32, ("mha", "sepconv3")), BlockArch(16, ("ffn", "mha")),
-                         BlockArch(16, ("ffn", "identity"))))
-    found.save(search / "architectures" / "b.yaml")
-    (search / "checkpoints" / "last.ckpt").write_bytes(b"")
-    searched = (f"student.search_run={search}", "student.budget=b")
-    assert init_of(head8_teacher, *searched, old=True, arch=found) == ("supernet", search / "checkpoints" / "last.ckpt")
-    assert init_of(head8_teacher, *searched, arch=found) == ("extract", None)
-    with pytest.raises(ValueError, match="recipe_version 3 is newer"):
-        init_of(head8_teacher, baseline, "recipe_version=3")
 
 
 @pytest.mark.slow

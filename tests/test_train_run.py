@@ -219,3 +219,31 @@ def test_squad_fine_tuning_with_kd_joins_the_summary(glue_teacher, tiny_teacher_
                       f"finetune.teacher_path={teacher}", "finetune.model_name=student")
     assert result["task"] == "squad_v1.1" and result["kd"] and "squad/f1_loyalty" in result["best"]
     assert "squad_v1.1" in (glue_teacher / "finetune" / "summary.md").read_text().splitlines()[0]
+
+
+def test_auto_starts_every_student_from_the_teachers_embeddings_and_an_old_recipe_keeps_its_rule(
+        outputs, tiny_teacher_dir, cache_dir, tmp_path):
+    """`student.init=auto` (recipe version 2): teacher_embeddings, searched or uniform; a recipe saved without
+    `recipe_version` (nas-bert 0.2) keeps its rule: the supernet when the search kept one."""
+    from helpers.runs import compose_config
+    from omegaconf import open_dict
+
+    from nas_bert.stages.pretrain import student_arch, student_init
+    from nas_bert.stages.upgrade import upgrade_config
+
+    def init_of(*overrides: str, old: bool = False) -> tuple[str, Path | None]:
+        cfg = compose_config("train", tmp_path / "run", *tiny(tiny_teacher_dir, cache_dir, "student.budget=debug_40pct",
+                                                              "student.max_positions=128", *overrides), log_dir=outputs)
+        if old:  # as a recipe saved before the key existed
+            with open_dict(cfg):
+                del cfg["recipe_version"]
+            upgrade_config(cfg)
+        return student_init(cfg, student_arch(cfg, 30522))
+
+    baseline = "student.baseline={layers: 2, hidden: 16, blocks: 1}"
+    assert init_of() == init_of(baseline) == init_of(baseline, old=True) == ("teacher_embeddings", None)
+    init, checkpoint = init_of(old=True)
+    assert init == "supernet" and checkpoint.resolve() == (outputs / "search" / "runs" / "a" / "checkpoints"
+                                                           / "last.ckpt").resolve()
+    with pytest.raises(ValueError, match="recipe_version 3 is newer"):
+        init_of("recipe_version=3")
