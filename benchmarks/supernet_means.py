@@ -4,7 +4,7 @@ and the mean within-width Spearman(depth, loss), the top-T spread of each budget
 
 Each variant is one `python search.py` run (`VARIANTS`: the paper's uniform sampling from fresh ops, ops extracted
 from the teacher, FairNAS fairness, the BigNAS sandwich, several uniform paths per teacher forward, and pairs of
-them). Finished runs are skipped and the CSV is rebuilt from every finished run: run it again to continue.
+them). Variants already in the CSV and finished runs are skipped: run it again (with the committed CSV) to continue.
 
     NAS_BERT_GUTENBERG_DIR=../shared/data/corpus/gutenberg python benchmarks/supernet_means.py \\
         --out docs/results/supernet_means.csv --work outputs/supernet_means
@@ -87,9 +87,11 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows = list(csv.DictReader(args.out.open())) if args.out.is_file() else []
     for seed in args.seeds:
         for name in args.variants:
+            if any(r["variant"] == name and int(r["seed"]) == seed for r in rows):
+                continue
             rows += rows_of(name, seed, run_variant(name, VARIANTS[name], work, args.smoke, seed))
             columns = list(dict.fromkeys(k for r in rows for k in r))
             args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,8 +100,9 @@ def main() -> None:
                 writer.writeheader()
                 writer.writerows(rows)
             mine = [r for r in rows if r["variant"] == name and r["seed"] == seed]
-            print(name, seed, [(r["block"], round(r["params_spearman"], 2), round(r["depth_spearman"], 2))
-                               for r in mine], f"{mine[0]['minutes']} min", flush=True)
+            print(name, seed, [(r["block"], round(float(r["params_spearman"]), 2),
+                                round(float(r["depth_spearman"]), 2)) for r in mine], f"{mine[0]['minutes']} min",
+                  flush=True)
 
 
 if __name__ == "__main__":
