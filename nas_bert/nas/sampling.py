@@ -59,10 +59,9 @@ def sandwich_paths(space: SearchSpace, rng: np.random.Generator, alive: list[np.
     if count < 2:
         raise ValueError(f"sampling=sandwich trains the largest and the smallest path and more: paths_per_step must "
                          f"be >= 2, got {count}")
-    extremes = []
-    for pick in (np.argmax, np.argmin):
-        indices = [alive_of(space, alive, n) for n in range(space.num_blocks)]
-        extremes.append(Arch(blocks=tuple(space.candidate(int(i[pick(space.candidate_params[i])])) for i in indices)))
+    indices = [alive_of(space, alive, n) for n in range(space.num_blocks)]
+    extremes = [Arch(blocks=tuple(space.candidate(int(i[pick(space.candidate_params[i])])) for i in indices))
+                for pick in (np.argmax, np.argmin)]
     return extremes + uniform_paths(space, rng, alive, count - 2)
 
 

@@ -98,7 +98,7 @@ def student_init(cfg: DictConfig, arch: Arch) -> tuple[str, Path | None]:
     if init not in INITS:
         raise ValueError(f"student.init must be one of {', '.join(INITS)}, got {init!r}")
     if init == "auto":
-        init = auto_init(cfg, arch)
+        init = auto_init(cfg)
     elif init == "extract":
         check_extraction(cfg, arch)
     if init != "supernet":
@@ -116,7 +116,7 @@ def supernet_checkpoint(cfg: DictConfig) -> Path:
     return Path(ckpt) if ckpt else searched_arch(cfg)[1].parent.parent / "checkpoints" / "last.ckpt"
 
 
-def auto_init(cfg: DictConfig, arch: Arch) -> str:
+def auto_init(cfg: DictConfig) -> str:
     """`student.init=auto` resolved by the rule of the recipe's version (`AUTO_RULES`; a recipe saved before
     `recipe_version` existed is version 1). Version 2: `teacher_embeddings`, searched students and baselines alike.
     In the init study extraction lowered the pre-training loss of both students tried but not their GLUE average
